@@ -1,0 +1,3 @@
+"""moorage: a self-hosted container platform for small teams."""
+
+__version__ = "0.1.0"

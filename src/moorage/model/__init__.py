@@ -1,0 +1,55 @@
+"""The moorage model: pydantic structs every layer shares, and the spec parser.
+
+Nothing here does I/O. Every other package may import this one; it imports none of them.
+"""
+
+from .duration import Duration, format_duration, parse_duration
+from .errors import Conflict, FieldError, MoorageError, NotFound, SpecError, Unavailable
+from .event import Event
+from .node import Node, NodeStatus
+from .service import (
+    Constraint,
+    DeploymentPolicy,
+    Discovery,
+    Placement,
+    RestartPolicy,
+    Service,
+    ServiceSpec,
+)
+from .spec import field_path, parse_specs, validate_body
+from .task import ContainerState, Desired, Task, TaskStatus
+from .taskdef import Container, HealthCheck, Mount, PortSpec, TaskDefinition, VolumeSpec
+
+__all__ = [
+    "Conflict",
+    "Constraint",
+    "Container",
+    "ContainerState",
+    "DeploymentPolicy",
+    "Desired",
+    "Discovery",
+    "Duration",
+    "Event",
+    "FieldError",
+    "HealthCheck",
+    "MoorageError",
+    "Mount",
+    "Node",
+    "NodeStatus",
+    "NotFound",
+    "Placement",
+    "PortSpec",
+    "RestartPolicy",
+    "Service",
+    "ServiceSpec",
+    "SpecError",
+    "Task",
+    "TaskDefinition",
+    "TaskStatus",
+    "Unavailable",
+    "VolumeSpec",
+    "field_path",
+    "format_duration",
+    "parse_duration",
+    "parse_specs",
+]

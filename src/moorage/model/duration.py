@@ -1,0 +1,55 @@
+"""Durations as users write them: `10s`, `1m30s`, `500ms`, `2h`, or a number of seconds."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Return seconds; raise ValueError with a message fit for a field error."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 10s, 5m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a duration such as 10s, 5m or 1h")
+    text = value.strip()
+    if not text:
+        raise ValueError("must be a duration such as 10s, 5m or 1h")
+    pos, total = 0, 0.0
+    for match in _PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise ValueError(f"{value!r} is not a duration (use forms such as 10s, 5m, 1h30m)")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    if whole != seconds:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return out + (f"{secs}s" if secs or not out else "")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+"""A duration field: accepts `10s`/`5m`/numbers, holds seconds, serializes back to `10s`."""

@@ -1,0 +1,206 @@
+"""Services: keep N tasks of a task definition running, placed and restarted by policy."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .duration import Duration
+from .taskdef import NAME_PATTERN, Container, Strict, VolumeSpec
+
+_CONSTRAINT = re.compile(
+    r"^\s*(?P<attr>[A-Za-z_][\w.\-/]*)\s*(?P<op>==|!=|\bnot in\b|\bin\b)\s*(?P<rest>.+?)\s*$"
+)
+
+
+class Constraint(BaseModel):
+    """A parsed placement constraint: `attr == v`, `attr != v`, `attr in [a, b]`, `distinct_hosts`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attr: str
+    op: Literal["==", "!=", "in", "not in", "distinct_hosts"]
+    values: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        if text.strip() == "distinct_hosts":
+            return cls(attr="", op="distinct_hosts")
+        match = _CONSTRAINT.match(text)
+        if match is None:
+            raise ValueError(
+                f"{text!r} is not a constraint (use `attr == v`, `attr != v`, "
+                "`attr in [a, b]` or `distinct_hosts`)"
+            )
+        op, rest = match.group("op"), match.group("rest")
+        if op in ("in", "not in"):
+            if not (rest.startswith("[") and rest.endswith("]")):
+                raise ValueError(f"{text!r}: `{op}` takes a list such as [a, b]")
+            values = tuple(v.strip() for v in rest[1:-1].split(",") if v.strip())
+            if not values:
+                raise ValueError(f"{text!r}: the list is empty")
+        else:
+            values = (rest.strip(),)
+        return cls(attr=match.group("attr"), op=op, values=values)  # type: ignore[arg-type]
+
+    def matches(self, attrs: dict[str, str]) -> bool:
+        """Whether a node with these attributes satisfies this (non distinct_hosts) constraint."""
+        value = attrs.get(self.attr)
+        if self.op == "==":
+            return value == self.values[0]
+        if self.op == "!=":
+            return value != self.values[0]
+        if self.op == "in":
+            return value in self.values
+        if self.op == "not in":
+            return value not in self.values
+        return True
+
+    def __str__(self) -> str:
+        if self.op == "distinct_hosts":
+            return "distinct_hosts"
+        if self.op in ("in", "not in"):
+            return f"{self.attr} {self.op} [{', '.join(self.values)}]"
+        return f"{self.attr} {self.op} {self.values[0]}"
+
+
+class Placement(Strict):
+    strategy: Literal["binpack", "spread"] = "binpack"
+    spread_attr: str | None = None
+    constraints: list[str] = Field(default_factory=list)
+    capacity: Literal["any", "spot", "on-demand"] = "any"
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse_all(cls, value: list[str]) -> list[str]:
+        for text in value:
+            Constraint.parse(text)
+        return value
+
+    def parsed_constraints(self) -> list[Constraint]:
+        parsed = [Constraint.parse(t) for t in self.constraints]
+        if self.capacity == "spot":
+            parsed.append(Constraint(attr="lifecycle", op="==", values=("spot",)))
+        elif self.capacity == "on-demand":
+            parsed.append(Constraint(attr="lifecycle", op="!=", values=("spot",)))
+        return parsed
+
+
+class RestartPolicy(Strict):
+    """Restart in place: the first restart is immediate, then `delay` doubles (exponential)."""
+
+    attempts: int = Field(default=3, ge=0)
+    interval: Duration = 300.0
+    delay: Duration = 0.0
+    max_delay: Duration = 60.0
+    backoff: Literal["exponential", "constant"] = "exponential"
+
+    def delay_for(self, attempt: int) -> float:
+        """Delay before restart number `attempt` (1-based) within the current interval."""
+        if attempt <= 1:
+            return 0.0
+        base = self.delay if self.delay > 0 else 1.0
+        if self.backoff == "constant":
+            return min(base, self.max_delay)
+        return float(min(base * (2 ** (attempt - 2)), self.max_delay))
+
+
+class DeploymentPolicy(Strict):
+    strategy: Literal["rolling", "blue_green"] = "rolling"
+    min_healthy_percent: int = Field(default=100, ge=0, le=100)
+    max_percent: int = Field(default=200, ge=100, le=400)
+    auto_rollback: bool = True
+    min_healthy_time: Duration = 10.0
+    progress_deadline: Duration = 600.0
+
+
+class Discovery(Strict):
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    tags: list[str] = Field(default_factory=list)
+    port: str | None = None
+
+
+class ServiceSpec(Strict):
+    """One document of the moorage YAML spec."""
+
+    service: str = Field(pattern=NAME_PATTERN)
+    count: int = Field(default=1, ge=0, le=10000)
+    containers: list[Container] = Field(min_length=1)
+    volumes: dict[str, VolumeSpec] = Field(default_factory=dict)
+    placement: Placement = Field(default_factory=Placement)
+    deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
+    discovery: Discovery | None = None
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ServiceSpec:
+        names = [c.name for c in self.containers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"container names must be unique: {', '.join(dupes)} repeated")
+        _check_ports(self.containers)
+        for container in self.containers:
+            for mount in container.mounts:
+                if mount.volume not in self.volumes:
+                    raise ValueError(
+                        f"container {container.name!r} mounts unknown volume {mount.volume!r}"
+                    )
+            for dep in container.depends_on:
+                if dep.container not in names or dep.container == container.name:
+                    raise ValueError(
+                        f"container {container.name!r} depends on unknown container "
+                        f"{dep.container!r}"
+                    )
+        if self.discovery is not None and self.discovery.port is not None:
+            all_ports = {p.name for c in self.containers for p in c.ports}
+            if self.discovery.port not in all_ports:
+                raise ValueError(f"discovery.port {self.discovery.port!r} is not a declared port")
+        return self
+
+
+def _check_ports(containers: list[Container]) -> None:
+    seen_names: set[str] = set()
+    seen_host: set[tuple[int, str]] = set()
+    for container in containers:
+        for port in container.ports:
+            if port.name in seen_names:
+                raise ValueError(f"port name {port.name!r} is used by two containers")
+            seen_names.add(port.name)
+            if port.host is not None:
+                if (port.host, port.protocol) in seen_host:
+                    raise ValueError(f"host port {port.host}/{port.protocol} is claimed twice")
+                seen_host.add((port.host, port.protocol))
+
+
+class Service(Strict):
+    """A service as stored: the spec minus the containers (those live in the task definition)."""
+
+    name: str
+    family: str
+    revision: int
+    count: int
+    placement: Placement = Field(default_factory=Placement)
+    deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
+    discovery: Discovery | None = None
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    status: Literal["active", "stopped"] = "active"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def taskdef_ref(self) -> str:
+        return f"{self.family}:{self.revision}"
+
+
+__all__ = [
+    "Constraint",
+    "DeploymentPolicy",
+    "Discovery",
+    "Placement",
+    "RestartPolicy",
+    "Service",
+    "ServiceSpec",
+    "VolumeSpec",
+]

@@ -1,0 +1,103 @@
+"""Parse the moorage YAML spec into validated `ServiceSpec`s, with every error and its field path.
+
+    parse_specs(text)  -> list[ServiceSpec]       raises SpecError (all errors, each with a path)
+    validate_body(Model, data) -> Model            the same error shape for any API body
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import FieldError, SpecError
+from .service import ServiceSpec
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """(`containers`, 0, `memory`) -> `containers[0].memory`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind, msg = err["type"], str(err["msg"])
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "is required"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if msg.startswith("Input should be"):
+        msg = "must be" + msg[len("Input should be") :]
+    elif msg.startswith("String should"):
+        msg = "must" + msg[len("String should") :]
+    elif msg.startswith("List should"):
+        msg = "must" + msg[len("List should") :]
+    return msg
+
+
+def errors_from(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    out: list[FieldError] = []
+    for err in exc.errors():
+        # Drop pydantic's union/validator step names (`function-after[...]`) from the path.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        path = field_path(loc)
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        out.append(FieldError(path, _message(dict(err))))
+    return out
+
+
+def validate_body(model: type[M], data: Any, prefix: str = "") -> M:
+    """Validate one API body or spec document; raise SpecError listing every problem."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(errors_from(exc, prefix)) from None
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([FieldError(where or "yaml", f"YAML syntax error: {problem}")]) from None
+    if not docs:
+        raise SpecError([FieldError("", "the file holds no spec document")])
+    return docs
+
+
+def parse_specs(text: str) -> list[ServiceSpec]:
+    """Parse one or more `---`-separated service documents; report errors of all of them."""
+    docs = load_yaml_documents(text)
+    specs: list[ServiceSpec] = []
+    errors: list[FieldError] = []
+    for index, doc in enumerate(docs):
+        prefix = f"[{index}]" if len(docs) > 1 else ""
+        if not isinstance(doc, dict):
+            errors.append(FieldError(prefix, "a spec document must be a mapping"))
+            continue
+        try:
+            specs.append(validate_body(ServiceSpec, doc))
+        except SpecError as exc:
+            errors.extend(
+                FieldError(f"{prefix}{'.' if prefix and e.field else ''}{e.field}", e.message)
+                for e in exc.errors
+            )
+    names = [s.service for s in specs]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(FieldError("service", f"service {name!r} appears in several documents"))
+    if errors:
+        raise SpecError(errors)
+    return specs

@@ -1,0 +1,164 @@
+"""Task definitions: immutable, versioned (`family:revision`) descriptions of containers.
+
+A task definition is what a deploy changes; everything else about a service (count,
+placement, deployment policy) can change without a new revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .duration import Duration
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+"""Service, container, port and volume names: DNS labels, so they work in DNS names."""
+
+
+class Strict(BaseModel):
+    """Base for every user-facing model: unknown keys are errors, values are not coerced loosely."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PortSpec(Strict):
+    """A port the container listens on. The host port is assigned unless `host` pins it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    container: int | None = Field(default=None, ge=1, le=65535)
+    host: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class HealthCheck(Strict):
+    """One health check; exactly one of http, tcp, command, ttl."""
+
+    http: str | None = None
+    tcp: bool | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    ttl: Duration | None = None
+    port: str | None = None
+    interval: Duration = 10.0
+    timeout: Duration = 2.0
+    retries: int = Field(default=3, ge=1)
+    start_period: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HealthCheck:
+        kinds = [k for k in ("http", "tcp", "command", "ttl") if getattr(self, k) not in (None, False)]
+        if len(kinds) != 1:
+            raise ValueError("exactly one of http, tcp, command or ttl must be set")
+        if kinds[0] in ("http", "tcp") and self.port is None:
+            raise ValueError(f"a {kinds[0]} check needs `port` (a port name)")
+        if self.interval < 1.0:
+            raise ValueError("interval must be at least 1s")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for k in ("http", "tcp", "command", "ttl"):
+            if getattr(self, k) not in (None, False):
+                return k
+        return "none"
+
+
+class Mount(Strict):
+    volume: str = Field(pattern=NAME_PATTERN)
+    path: str = Field(min_length=1)
+    read_only: bool = False
+
+
+class DependsOn(Strict):
+    container: str
+    condition: Literal["started", "healthy"] = "started"
+
+
+class Container(Strict):
+    """One process tree of a task: an image (docker driver) or a command (process driver)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    image: str | None = Field(default=None, min_length=1)
+    command: list[str] | None = Field(default=None, min_length=1)
+    entrypoint: list[str] | None = None
+    workdir: str | None = None
+    cpu: int = Field(default=100, gt=0, le=1024 * 512)
+    memory: int = Field(default=128, gt=0, le=1024 * 1024 * 4)
+    memory_reservation: int | None = Field(default=None, gt=0)
+    ports: list[PortSpec] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    health: HealthCheck | None = None
+    mounts: list[Mount] = Field(default_factory=list)
+    essential: bool = True
+    depends_on: list[DependsOn] = Field(default_factory=list)
+    stop_timeout: Duration = 10.0
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_scalars(cls, value: object) -> object:
+        # YAML turns `DEBUG: 1` into an int; env values are strings, so accept scalars as text.
+        if isinstance(value, dict):
+            return {
+                k: (str(v).lower() if isinstance(v, bool) else str(v))
+                if isinstance(v, int | float | bool)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> Container:
+        if self.image is None and self.command is None:
+            raise ValueError("either image (docker driver) or command (process driver) is required")
+        if self.memory_reservation is not None and self.memory_reservation > self.memory:
+            raise ValueError("memory_reservation must not exceed memory")
+        names = [p.name for p in self.ports]
+        if len(set(names)) != len(names):
+            raise ValueError(f"port names must be unique, got {names}")
+        if self.health is not None and self.health.port is not None and self.health.port not in names:
+            raise ValueError(f"health.port {self.health.port!r} is not one of the ports {names}")
+        return self
+
+    @property
+    def driver(self) -> Literal["docker", "process"]:
+        return "docker" if self.image is not None else "process"
+
+
+class VolumeSpec(Strict):
+    driver: Literal["local", "shared"] = "local"
+    size: str | None = None
+    scope: Literal["task", "shared"] = "task"
+    autoprovision: bool = True
+    read_only: bool = False
+
+
+class TaskDefinition(Strict):
+    """Immutable once written: a change is a new revision of the family."""
+
+    family: str = Field(pattern=NAME_PATTERN)
+    revision: int = Field(ge=1)
+    containers: list[Container] = Field(min_length=1)
+    volumes: dict[str, VolumeSpec] = Field(default_factory=dict)
+    created_at: float = 0.0
+
+    @property
+    def ref(self) -> str:
+        return f"{self.family}:{self.revision}"
+
+    @property
+    def cpu(self) -> int:
+        return sum(c.cpu for c in self.containers)
+
+    @property
+    def memory(self) -> int:
+        return sum(c.memory for c in self.containers)
+
+    def content_hash(self) -> str:
+        """Hash of what runs (not family, revision or time): equal hash means no new revision."""
+        body = {"containers": [c.model_dump(mode="json") for c in self.containers]}
+        body["volumes"] = {k: v.model_dump(mode="json") for k, v in sorted(self.volumes.items())}
+        raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(raw).hexdigest()[:16]
