@@ -1,7 +1,7 @@
 """Parse the moorage YAML spec into validated `ServiceSpec`s, with every error and its field path.
 
-    parse_specs(text)  -> list[ServiceSpec]       raises SpecError (all errors, each with a path)
-    validate_body(Model, data) -> Model            the same error shape for any API body
+parse_specs(text)  -> list[ServiceSpec]       raises SpecError (all errors, each with a path)
+validate_body(Model, data) -> Model            the same error shape for any API body
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ class HealthCheck(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> HealthCheck:
-        kinds = [k for k in ("http", "tcp", "command", "ttl") if getattr(self, k) not in (None, False)]
+        kinds = [
+            k for k in ("http", "tcp", "command", "ttl") if getattr(self, k) not in (None, False)
+        ]
         if len(kinds) != 1:
             raise ValueError("exactly one of http, tcp, command or ttl must be set")
         if kinds[0] in ("http", "tcp") and self.port is None:
@@ -118,7 +120,11 @@ class Container(Strict):
         names = [p.name for p in self.ports]
         if len(set(names)) != len(names):
             raise ValueError(f"port names must be unique, got {names}")
-        if self.health is not None and self.health.port is not None and self.health.port not in names:
+        if (
+            self.health is not None
+            and self.health.port is not None
+            and self.health.port not in names
+        ):
             raise ValueError(f"health.port {self.health.port!r} is not one of the ports {names}")
         return self
 

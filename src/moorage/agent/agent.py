@@ -1,0 +1,248 @@
+"""The node agent: registers its node, watches the tasks placed on it, runs them, reports.
+
+    Agent.run() task group
+     ├ heartbeat loop     (re-registers when the server forgot the node)
+     ├ watch loop         GET /v1/nodes/<name>/tasks?index=N (blocking) ─▶ sync()
+     ├ HTTP API           logs of the tasks it runs
+     └ one TaskRunner per task (start, watch, stop, report)
+
+Restart decisions belong to the server (it bumps a task's `generation`); the agent starts a task
+when its generation is newer than what runs, and stops what is no longer wanted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from moorage.drivers.base import Driver
+from moorage.drivers.process import ProcessDriver
+from moorage.model import Desired, Node, Task, TaskStatus
+
+from .client import ServerClient, ServerError
+from .handles import HandleStore, SavedTask
+from .http import build_app
+from .resources import machine_cpu, machine_memory
+from .runner import TaskRunner
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 5.0
+WATCH_WAIT = 30.0
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        server_url: str,
+        name: str,
+        data_dir: Path,
+        http_addr: tuple[str, int],
+        attrs: dict[str, str],
+        advertise_address: str = "127.0.0.1",
+        token: str | None = None,
+        cpu: int | None = None,
+        memory: int | None = None,
+    ) -> None:
+        self.server_url = server_url
+        self.name = name
+        self.data_dir = data_dir
+        self.http_addr = http_addr
+        self.attrs = attrs
+        self.advertise = advertise_address
+        self.token = token
+        self.cpu = cpu or machine_cpu()
+        self.memory = memory or machine_memory()
+        self.driver: Driver = ProcessDriver()
+        self.handles = HandleStore(data_dir)
+        self.runners: dict[str, TaskRunner] = {}
+        self._runner_tasks: dict[str, asyncio.Task[None]] = {}
+        self._recovered: dict[str, SavedTask] = {}
+        self.client: ServerClient | None = None
+
+    def node(self) -> Node:
+        driver = self.driver
+        cgroups = getattr(driver, "cgroups", "none")
+        return Node(
+            name=self.name,
+            address=self.advertise,
+            agent_addr=f"{self.advertise if self.http_addr[0] in ('0.0.0.0', '') else self.http_addr[0]}:{self.http_addr[1]}",
+            cpu=self.cpu,
+            memory=self.memory,
+            attrs=self.attrs,
+            drivers=[driver.name],
+            cgroups=cgroups,
+        )
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.data_dir / "alloc" / task_id
+
+    async def run(self, ready: asyncio.Event | None = None, stop_tasks_on_exit: bool = False) -> None:
+        """Run until cancelled. With stop_tasks_on_exit, every task is stopped and reported first."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        async with aiohttp.ClientSession() as session:
+            self.client = ServerClient(session, self.server_url, self.token)
+            await self._register_until_done()
+            self._recovered = {s.task_id: s for s in self.handles.load_all()}
+            runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, *self.http_addr, reuse_address=True).start()
+                if ready is not None:
+                    ready.set()
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._heartbeat_loop())
+                        group.create_task(self._watch_loop())
+                finally:
+                    await self._shutdown(stop_tasks_on_exit)
+            finally:
+                await runner.cleanup()
+
+    async def _shutdown(self, stop_tasks: bool) -> None:
+        runners = list(self.runners.values())
+        if stop_tasks:
+            for runner in runners:
+                runner.request_stop("agent shut down")
+            tasks = [t for t in self._runner_tasks.values() if not t.done()]
+            if tasks:
+                await asyncio.shield(asyncio.wait(tasks, timeout=30))
+        for task in self._runner_tasks.values():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._runner_tasks.values(), return_exceptions=True)
+
+    # ---- server conversation ---------------------------------------------------------------
+    async def _register_until_done(self) -> None:
+        assert self.client is not None
+        backoff = 0.2
+        while True:
+            try:
+                await self.client.register(self.node())
+                log.info("node %s registered with %s", self.name, self.server_url)
+                return
+            except ServerError as exc:
+                log.warning("registration failed: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.client is not None
+        await asyncio.sleep(random.uniform(0, HEARTBEAT))  # jittered first tick
+        while True:
+            try:
+                await self.client.heartbeat(self.name)
+            except ServerError as exc:
+                if exc.status == 404:
+                    await self._register_until_done()
+                else:
+                    log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT)
+
+    async def _watch_loop(self) -> None:
+        assert self.client is not None
+        index, backoff = 0, 0.2
+        while True:
+            try:
+                tasks, new_index = await self.client.node_tasks(self.name, index, WATCH_WAIT)
+            except ServerError as exc:
+                log.warning("watching tasks failed: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                index = 0  # the server may have restarted: start from a fresh list
+                continue
+            backoff = 0.2
+            index = new_index if new_index >= index else 0
+            await self.sync(tasks)
+
+    async def report(self, task_id: str, body: dict[str, Any]) -> bool:
+        """Send a task report, retrying while the server is unreachable; False if it is gone."""
+        assert self.client is not None
+        backoff = 0.1
+        for _ in range(200):
+            try:
+                await self.client.report(task_id, body)
+                return True
+            except ServerError as exc:
+                if exc.status in (400, 404):
+                    log.warning("report for %s refused: %s", task_id, exc)
+                    return False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        return False
+
+    # ---- convergence -----------------------------------------------------------------------
+    async def sync(self, tasks: list[Task]) -> None:
+        """Converge this node to the task list: start what is wanted, stop what is not."""
+        wanted = {t.id for t in tasks}
+        for task in tasks:
+            await self._sync_one(task)
+        for task_id, runner in list(self.runners.items()):
+            if task_id not in wanted and runner.active:
+                runner.request_stop("task removed")
+        for task_id in [i for i in self._recovered if i not in wanted]:
+            await self._adopt_orphan(self._recovered.pop(task_id))
+
+    async def _sync_one(self, task: Task) -> None:
+        runner = self.runners.get(task.id)
+        saved = self._recovered.pop(task.id, None)
+        if saved is not None and runner is None:
+            runner = await self._recover(task, saved)
+        if task.desired == Desired.STOP:
+            if runner is not None and runner.active:
+                runner.request_stop(task.message or "stopped")
+            elif runner is None and not task.status.terminal:
+                await self.report(task.id, _stopped_report(task))
+            return
+        if runner is not None and runner.active:
+            if runner.generation >= task.generation:
+                return
+            runner.request_stop("restarting")
+            await runner.done.wait()
+        if task.generation > task.run_generation or (runner is None and task.status in (TaskStatus.ASSIGNED,)):
+            await self._start(task, task.generation)
+        elif runner is None and task.status in (TaskStatus.STARTING, TaskStatus.RUNNING):
+            lost = _stopped_report(task) | {"status": TaskStatus.LOST.value, "message": "the agent lost track of this task"}
+            await self.report(task.id, lost)
+
+    async def _start(self, task: Task, generation: int, saved: SavedTask | None = None) -> TaskRunner:
+        assert self.client is not None
+        taskdef = await self.client.taskdef(task.family, task.revision)
+        runner = TaskRunner(task, taskdef, generation, self.driver, self.handles, self.task_dir(task.id), self.name, self.report, saved)
+        self.runners[task.id] = runner
+        self._runner_tasks[task.id] = asyncio.create_task(runner.run(), name=f"task-{task.id}")
+        return runner
+
+    async def _recover(self, task: Task, saved: SavedTask) -> TaskRunner:
+        """Re-attach to a task that ran before this agent restarted (or collect how it ended)."""
+        alive = [await self.driver.recover(h) for h in saved.handles]
+        log.info("task %s: recovered %d/%d running containers", task.id, sum(alive), len(alive))
+        return await self._start(task, saved.generation, saved)
+
+    async def _adopt_orphan(self, saved: SavedTask) -> None:
+        """A saved task the server no longer lists: stop whatever of it still runs."""
+        for handle in saved.handles:
+            if await self.driver.recover(handle):
+                await self.driver.stop(handle, 5.0)
+            await self.driver.destroy(handle)
+        self.handles.remove(saved.task_id)
+
+
+def _stopped_report(task: Task) -> dict[str, Any]:
+    return {
+        "status": TaskStatus.STOPPED.value,
+        "message": task.message or "stopped",
+        "exit_code": task.exit_code,
+        "containers": [c.model_dump(mode="json") for c in task.containers],
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "run_generation": max(task.run_generation, 0),
+    }

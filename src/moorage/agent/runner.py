@@ -1,0 +1,192 @@
+"""One task on this node: start its containers, watch them, report, stop on request.
+
+    start containers (in order) ─▶ report running ─▶ wait: an essential container exits
+                                                        │     └─▶ stop the others ─▶ report exited
+                                                        └ stop requested ─▶ stop all ─▶ report stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from moorage.drivers.base import Driver, ExitResult, StartRequest, TaskHandle
+from moorage.drivers.errors import DriverError
+from moorage.model import Container, ContainerState, Task, TaskDefinition, TaskStatus
+
+from .handles import HandleStore, SavedTask
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[str, dict[str, Any]], Awaitable[bool]]
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "TZ")
+
+
+def task_env(task: Task, container: Container, node: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    env.update(container.env)
+    for position, port in enumerate(container.ports):
+        host = task.ports.get(port.name)
+        if host is None:
+            continue
+        if position == 0:
+            env["PORT"] = str(host)
+        env[f"PORT_{port.name.upper().replace('-', '_')}"] = str(host)
+    env.update({"MOORAGE_TASK_ID": task.id, "MOORAGE_SERVICE": task.service, "MOORAGE_NODE": node, "MOORAGE_REVISION": str(task.revision)})
+    return env
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        task: Task,
+        taskdef: TaskDefinition,
+        generation: int,
+        driver: Driver,
+        handles: HandleStore,
+        task_dir: Path,
+        node: str,
+        report: Reporter,
+        recovered: SavedTask | None = None,
+    ) -> None:
+        self.task = task
+        self.taskdef = taskdef
+        self.generation = generation
+        self.driver = driver
+        self.store = handles
+        self.task_dir = task_dir
+        self.node = node
+        self._report = report
+        self.handles: list[TaskHandle] = list(recovered.handles) if recovered else []
+        self.started_at = recovered.started_at if recovered else 0.0
+        self.recovered = recovered is not None
+        self.stop_reason: str | None = None
+        self._stop = asyncio.Event()
+        self.done = asyncio.Event()
+
+    @property
+    def active(self) -> bool:
+        return not self.done.is_set()
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+    async def run(self) -> None:
+        try:
+            if not self.recovered and not await self._start_all():
+                return
+            await self._watch()
+        finally:
+            self.done.set()
+
+    # ---- start -----------------------------------------------------------------------------
+    async def _start_all(self) -> bool:
+        delay = self.task.not_before - time.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                await self._send(TaskStatus.STOPPED, self.stop_reason or "stopped", None, [])
+                return False
+        await self._send(TaskStatus.STARTING, "", None, [])
+        for container in self.taskdef.containers:
+            env = task_env(self.task, container, self.node)
+            request = StartRequest(self.task.id, container, env, self.task.ports, self.task_dir)
+            try:
+                self.handles.append(await self.driver.start(request))
+            except (DriverError, OSError) as exc:
+                message = f"container {container.name}: {exc}"
+                await self._stop_handles()
+                await self._send(TaskStatus.FAILED, message, None, [], finished=True)
+                self.store.remove(self.task.id)
+                return False
+        self.started_at = time.time()
+        self.store.save(SavedTask(self.task.id, self.generation, self.started_at, self.handles))
+        await self._send(TaskStatus.RUNNING, "", None, self._states())
+        return True
+
+    # ---- watch -----------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        waits = {asyncio.create_task(self.driver.wait(h)): h for h in self.handles}
+        stopper = asyncio.create_task(self._stop.wait())
+        results: dict[str, ExitResult] = {}
+        try:
+            while True:
+                done, _ = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    break
+                ended = [(waits.pop(w), w.result()) for w in done]
+                for handle, result in ended:
+                    results[handle.container] = result
+                essential = [(h, r) for h, r in ended if self._container(h.container).essential]
+                if essential or not waits:
+                    handle, result = (essential or ended)[0]
+                    await self._finish(TaskStatus.EXITED, f"{handle.container}: {result.describe()}", result.exit_code, results)
+                    return
+        finally:
+            stopper.cancel()
+            for waiter in waits:
+                waiter.cancel()
+        await self._finish(TaskStatus.STOPPED, self.stop_reason or "stopped", None, results)
+
+    async def _finish(self, status: TaskStatus, message: str, code: int | None, results: dict[str, ExitResult]) -> None:
+        results.update(await self._stop_handles())
+        states = self._states(results)
+        for handle in self.handles:
+            with contextlib.suppress(DriverError, OSError):
+                await self.driver.destroy(handle)
+        self.store.remove(self.task.id)
+        await self._send(status, message, code, states, finished=True)
+
+    async def _stop_handles(self) -> dict[str, ExitResult]:
+        async def stop(handle: TaskHandle) -> tuple[str, ExitResult]:
+            timeout = self._container(handle.container).stop_timeout
+            try:
+                return handle.container, await self.driver.stop(handle, timeout)
+            except (DriverError, OSError, TimeoutError) as exc:
+                return handle.container, ExitResult(None, message=f"stop failed: {exc}")
+
+        pairs = await asyncio.gather(*(stop(h) for h in self.handles))
+        return dict(pairs)
+
+    # ---- reporting -------------------------------------------------------------------------
+    def _container(self, name: str) -> Container:
+        return next(c for c in self.taskdef.containers if c.name == name)
+
+    def _states(self, results: dict[str, ExitResult] | None = None) -> list[ContainerState]:
+        states = []
+        for handle in self.handles:
+            result = (results or {}).get(handle.container)
+            states.append(
+                ContainerState(
+                    name=handle.container,
+                    status=TaskStatus.RUNNING if result is None else TaskStatus.EXITED,
+                    pid=handle.state.get("pid"),
+                    exit_code=result.exit_code if result else None,
+                    started_at=self.started_at or None,
+                    finished_at=time.time() if result else None,
+                    message=result.describe() if result else "",
+                    memory_enforced=self.driver.memory_enforced(handle),
+                )
+            )
+        return states
+
+    async def _send(self, status: TaskStatus, message: str, code: int | None, states: list[ContainerState], finished: bool = False) -> None:
+        body = {
+            "status": status.value,
+            "message": message,
+            "exit_code": code,
+            "containers": [s.model_dump(mode="json") for s in states],
+            "started_at": self.started_at or None,
+            "finished_at": time.time() if finished else None,
+            "run_generation": self.generation,
+        }
+        await self._report(self.task.id, body)

@@ -1,0 +1,166 @@
+"""A small synchronous client of the moorage HTTP API.
+
+Foreign errors (httpx's, HTTP statuses) become moorage errors here, and only here:
+400 → SpecError (with the server's field errors), 404 → NotFound, 409 → Conflict,
+connection failures and 5xx → Unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from moorage.model import (
+    Conflict,
+    FieldError,
+    MoorageError,
+    NotFound,
+    SpecError,
+    Unavailable,
+)
+
+DEFAULT_ADDR = "http://127.0.0.1:7070"
+
+
+def default_address() -> str:
+    return os.environ.get("MOORAGE_ADDR", DEFAULT_ADDR)
+
+
+def _error(response: httpx.Response) -> MoorageError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    message = str(body.get("message") or response.reason_phrase or response.status_code)
+    if response.status_code == 400:
+        errors = [
+            FieldError(e.get("field", ""), e.get("message", "")) for e in body.get("errors", [])
+        ]
+        return SpecError(errors or [FieldError("", message)], code=body.get("code"))
+    if response.status_code == 404:
+        return NotFound(message)
+    if response.status_code == 409:
+        return Conflict(message)
+    return Unavailable(f"server error {response.status_code}: {message}")
+
+
+class Client:
+    def __init__(
+        self, address: str | None = None, token: str | None = None, timeout: float = 30
+    ) -> None:
+        self.address = (address or default_address()).rstrip("/")
+        if "://" not in self.address:
+            self.address = f"http://{self.address}"
+        headers = {}
+        token = token or os.environ.get("MOORAGE_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=self.address, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the moorage server at {self.address}: {exc}") from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.json()
+
+    def stream_lines(self, path: str, params: dict[str, str] | None = None) -> Iterator[str]:
+        """Lines of a streaming endpoint (logs, SSE), until the server ends it."""
+        try:
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(None, connect=5)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"lost the stream from {self.address}: {exc}") from None
+
+    # ---- endpoints -------------------------------------------------------------------------
+    def deploy(self, spec_text: str) -> list[dict[str, Any]]:
+        headers = {"Content-Type": "application/yaml"}
+        result: list[dict[str, Any]] = self.request(
+            "POST", "/v1/services", content=spec_text.encode(), headers=headers
+        )
+        return result
+
+    def validate(self, spec_text: str) -> list[dict[str, Any]]:
+        headers = {"Content-Type": "application/yaml"}
+        result: list[dict[str, Any]] = self.request(
+            "POST", "/v1/validate", content=spec_text.encode(), headers=headers
+        )
+        return result
+
+    def services(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/services")
+        return result
+
+    def service(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/services/{name}")
+        return result
+
+    def scale(self, name: str, count: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/services/{name}/scale", json={"count": count}
+        )
+        return result
+
+    def stop(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/services/{name}/stop")
+        return result
+
+    def tasks(self, service: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("service", service), ("node", node)) if v}
+        result: list[dict[str, Any]] = self.request("GET", "/v1/tasks", params=params)
+        return result
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/tasks/{task_id}")
+        return result
+
+    def nodes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/nodes")
+        return result
+
+    def events(self, service: str | None = None) -> list[dict[str, Any]]:
+        params = {"service": service} if service else {}
+        result: list[dict[str, Any]] = self.request("GET", "/v1/events", params=params)
+        return result
+
+    def follow_events(
+        self, service: str | None = None, after: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        params = {k: str(v) for k, v in (("service", service), ("after", after)) if v is not None}
+        for line in self.stream_lines("/v1/events/stream", params):
+            if line.startswith("data: "):
+                yield json.loads(line[len("data: ") :])
+
+    def logs(
+        self, target: str, follow: bool, stream: str = "both", tail: int | None = None
+    ) -> Iterator[str]:
+        """Log lines of a service (prefixed by task id) or of one task (an id with a dash)."""
+        params = {"follow": "true" if follow else "false", "stream": stream}
+        if tail is not None:
+            params["tail"] = str(tail)
+        path = f"/v1/services/{target}/logs"
+        try:
+            self.service(target)
+        except NotFound:
+            path = f"/v1/tasks/{target}/logs"
+        yield from self.stream_lines(path, params)

@@ -1,0 +1,151 @@
+"""Commands that run processes: dev, server, agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from moorage.model import FieldError, SpecError
+
+
+def parse_addr(value: str, field: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SpecError([FieldError(field, f"must be HOST:PORT, got {value!r}")])
+    return host or "127.0.0.1", int(port)
+
+
+def parse_attrs(values: tuple[str, ...]) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError([FieldError("attr", f"must be key=value, got {item!r}")])
+        attrs[key.strip()] = value.strip()
+    return attrs
+
+
+def common_options(func: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed(
+        [
+            click.option(
+                "--data-dir",
+                default=".moorage",
+                show_default=True,
+                help="Where state, logs and task dirs live.",
+            ),
+            click.option(
+                "--http-addr",
+                default="127.0.0.1:7070",
+                show_default=True,
+                help="Server API address.",
+            ),
+            click.option(
+                "--dns-addr",
+                default="127.0.0.1:7053",
+                show_default=True,
+                help="DNS address (discovery arrives in a later release).",
+            ),
+            click.option(
+                "--agent-addr",
+                default="127.0.0.1:7071",
+                show_default=True,
+                help="Agent API address (logs).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@click.command()
+@common_options
+@click.option("--demo", is_flag=True, help="Deploy the specs in ./examples (or --demo-dir).")
+@click.option("--demo-dir", default="examples", show_default=True)
+@click.option("--node-name", default=None, help="Name of the local node (default: the hostname).")
+@click.option("--attr", "attrs", multiple=True, help="Node attribute key=value (repeatable).")
+def dev(
+    data_dir: str,
+    http_addr: str,
+    dns_addr: str,
+    agent_addr: str,
+    demo: bool,
+    demo_dir: str,
+    node_name: str | None,
+    attrs: tuple[str, ...],
+) -> None:
+    """Server + agent + SQLite store in one process: a one-machine cluster."""
+    from moorage import daemon
+
+    parse_addr(dns_addr, "dns-addr")
+    demo_path = Path(demo_dir) if demo else None
+    if demo_path is not None and not demo_path.is_dir():
+        raise SpecError([FieldError("demo-dir", f"{demo_dir} is not a directory")])
+    config = daemon.DevConfig(
+        data_dir=Path(data_dir).resolve(),
+        http_addr=parse_addr(http_addr, "http-addr"),
+        agent_addr=parse_addr(agent_addr, "agent-addr"),
+        attrs=parse_attrs(attrs),
+        demo_dir=demo_path,
+        **({"node_name": node_name} if node_name else {}),
+    )
+    daemon.run(lambda: daemon.dev(config, lambda line: click.echo(line)))
+
+
+@click.command()
+@common_options
+def server(data_dir: str, http_addr: str, dns_addr: str, agent_addr: str) -> None:
+    """Run a server: API, state store, control loops."""
+    from moorage import daemon
+
+    parse_addr(dns_addr, "dns-addr")
+    config = daemon.ServerConfig(
+        data_dir=Path(data_dir).resolve(), http_addr=parse_addr(http_addr, "http-addr")
+    )
+    daemon.run(lambda: daemon.serve(config, lambda line: click.echo(line)))
+
+
+@click.command()
+@click.option(
+    "--server",
+    "server_url",
+    envvar="MOORAGE_ADDR",
+    default="http://127.0.0.1:7070",
+    show_default=True,
+    help="Server to join.",
+)
+@click.option("--name", default=None, help="Node name (default: the hostname).")
+@click.option("--attr", "attrs", multiple=True, help="Node attribute key=value (repeatable).")
+@click.option(
+    "--advertise",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address other machines reach this node at.",
+)
+@common_options
+def agent(
+    server_url: str,
+    name: str | None,
+    attrs: tuple[str, ...],
+    advertise: str,
+    data_dir: str,
+    http_addr: str,
+    dns_addr: str,
+    agent_addr: str,
+) -> None:
+    """Run a node agent: registers this machine and runs the tasks placed on it."""
+    from moorage import daemon
+
+    node = daemon.Agent(
+        server_url=server_url,
+        name=name or daemon._node_name(),
+        data_dir=Path(data_dir).resolve() / "agent",
+        http_addr=parse_addr(agent_addr, "agent-addr"),
+        attrs=parse_attrs(attrs),
+        advertise_address=advertise,
+    )
+    daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))
+
+
+COMMANDS = [dev, server, agent]

@@ -1,0 +1,86 @@
+"""The `moorage` command line: one module per command group, one error → exit code mapping.
+
+Exit codes: 0 success, 1 operational error (not found, server unreachable...), 2 invalid
+input (a bad spec, flag or argument: the message names the field).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from moorage import __version__
+from moorage.model import MoorageError, SpecError
+
+from . import cluster, daemons, services
+
+
+def exit_code(exc: BaseException) -> int:
+    """The one place where errors become exit codes."""
+    if isinstance(exc, SpecError | click.UsageError):
+        return 2
+    return 1
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MoorageError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _print_error(exc)
+            sys.exit(exit_code(exc))
+        except (
+            click.ClickException,
+            click.exceptions.Exit,
+            click.Abort,
+            SystemExit,
+            KeyboardInterrupt,
+        ):
+            raise
+        except Exception as exc:  # a bug: still one line, unless --debug asks for the traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
+            )
+            sys.exit(1)
+
+
+def _print_error(exc: MoorageError) -> None:
+    if isinstance(exc, SpecError) and len(exc.errors) > 1:
+        click.echo(f"error: {len(exc.errors)} problems:", err=True)
+        for error in exc.errors:
+            click.echo(f"  {error}", err=True)
+    else:
+        click.echo(f"error: {exc}", err=True)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--addr",
+    envvar="MOORAGE_ADDR",
+    default="http://127.0.0.1:7070",
+    show_default=True,
+    help="Server address (env MOORAGE_ADDR).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(__version__, prog_name="moorage")
+@click.pass_context
+def cli(ctx: click.Context, addr: str, debug: bool) -> None:
+    """moorage: run a small team's services on a handful of machines."""
+    ctx.ensure_object(dict)
+    ctx.obj["addr"] = addr
+    ctx.obj["debug"] = debug
+
+
+for module in (daemons, services, cluster):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="moorage")

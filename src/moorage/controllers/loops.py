@@ -1,0 +1,152 @@
+"""The thin loops that apply the pure decisions: reconciliation and garbage collection.
+
+Each loop reads the cache, decides with a pure function, and writes by compare-and-swap. A lost
+CAS is not an error: the state moved, so the loop decides again from the newer state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from moorage.model import Desired, Task
+from moorage.state import StateCache, StateWriter, Topic
+from moorage.state import keys as k
+from moorage.state.writer import new_event
+from moorage.store import Compare, Delete, Op, Put
+
+from .reconcile import Plan, Snapshot, reconcile
+
+log = logging.getLogger(__name__)
+
+TXN_WRITES = 100  # etcd's default --max-txn-ops is 128: keep every transaction under it
+
+
+class Reconciler:
+    """Level-triggered: re-decides on every state change, and at least every `interval`."""
+
+    def __init__(
+        self,
+        cache: StateCache,
+        writer: StateWriter,
+        clock: Callable[[], float],
+        interval: float = 1.0,
+    ) -> None:
+        self.cache = cache
+        self.writer = writer
+        self.clock = clock
+        self.interval = max(interval, 0.05)
+        self.rounds = 0
+
+    async def run(self) -> None:
+        await self.cache.wait_synced()
+        await asyncio.sleep(random.uniform(0, 0.05))  # jittered first tick
+        while True:
+            seen = self.cache.index(Topic.ANY)
+            if await self.round():
+                continue
+            await self.cache.wait(Topic.ANY, seen, self.interval)
+
+    async def round(self) -> bool:
+        """One decision and its writes; True if it wrote anything (decide again at once)."""
+        cache = self.cache
+        snapshot = Snapshot(cache.services, cache.taskdefs, cache.tasks, cache.nodes)
+        plan = reconcile(snapshot, self.clock(), seed=cache.revision)
+        self.rounds += 1
+        if plan.empty:
+            return False
+        ops = self._ops(plan)  # built before any await: mod revisions match the snapshot
+        all_ok = True
+        for compares, chunk in ops:
+            if await self.writer.commit(compares, chunk) is None:
+                all_ok = False
+        if not all_ok:
+            await asyncio.sleep(0.02)  # lost a CAS: the cache is about to show why
+        return True
+
+    def _ops(self, plan: Plan) -> list[tuple[list[Compare], list[Op]]]:
+        now = self.clock()
+        batches: list[tuple[list[Compare], list[Op]]] = []
+        compares: list[Compare] = []
+        ops: list[Op] = []
+        for new, old in plan.writes.values():
+            key = k.task_key(new.id)
+            mod = self.cache.mod_revisions.get(key, 0) if old is not None else 0
+            compares.append(Compare(key, "mod", "==", mod))
+            ops.append(Put(key, k.encode(new.model_copy(update={"updated_at": now}))))
+            if len(ops) >= TXN_WRITES:
+                batches.append((compares, ops))
+                compares, ops = [], []
+        for event in plan.events:
+            ops.append(
+                new_event(
+                    event.type,
+                    event.message,
+                    now=now,
+                    service=event.service,
+                    task=event.task,
+                    node=event.node,
+                )
+            )
+        if ops:
+            batches.append((compares, ops))
+        return batches
+
+
+class GarbageCollector:
+    """Deletes long-dead tasks (keeping a few per service for `ps -a`) and trims old events."""
+
+    def __init__(
+        self,
+        cache: StateCache,
+        writer: StateWriter,
+        clock: Callable[[], float],
+        *,
+        interval: float = 10.0,
+        dead_task_age: float = 3600.0,
+        keep_dead_per_service: int = 10,
+        keep_events: int = 5000,
+    ) -> None:
+        self.cache = cache
+        self.writer = writer
+        self.clock = clock
+        self.interval = max(interval, 1.0)
+        self.dead_task_age = dead_task_age
+        self.keep_dead = keep_dead_per_service
+        self.keep_events = keep_events
+
+    async def run(self) -> None:
+        await self.cache.wait_synced()
+        await asyncio.sleep(random.uniform(0, self.interval))
+        while True:
+            await self.collect()
+            await asyncio.sleep(self.interval)
+
+    def doomed_tasks(self, now: float) -> list[Task]:
+        by_service: dict[str, list[Task]] = {}
+        for task in self.cache.tasks.values():
+            if task.desired == Desired.STOP and task.status.terminal:
+                by_service.setdefault(task.service, []).append(task)
+        doomed: list[Task] = []
+        for dead in by_service.values():
+            dead.sort(key=lambda t: t.finished_at or t.updated_at, reverse=True)
+            for position, task in enumerate(dead):
+                age = now - (task.finished_at or task.updated_at)
+                if position >= self.keep_dead or age > self.dead_task_age:
+                    doomed.append(task)
+        return doomed
+
+    async def collect(self) -> int:
+        removed = 0
+        for task in self.doomed_tasks(self.clock()):
+            key = k.task_key(task.id)
+            mod = self.cache.mod_revisions.get(key, 0)
+            if await self.writer.commit([Compare(key, "mod", "==", mod)], [Delete(key)]):
+                removed += 1
+        kvs, _ = await self.writer.store.range(k.prefix(k.Kind.EVENT))
+        old = [Delete(kv.key) for kv in kvs[: max(len(kvs) - self.keep_events, 0)]]
+        for start in range(0, len(old), TXN_WRITES):
+            await self.writer.store.txn([], old[start : start + TXN_WRITES])
+        return removed

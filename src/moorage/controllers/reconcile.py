@@ -1,0 +1,273 @@
+"""The reconciler's decision: desired state (services) vs actual state (tasks, nodes) → a plan.
+
+Pure: a snapshot and the time go in, a list of task writes and events comes out. Nothing is
+read from a clock or a store here, so it is property-tested and benchmarked on its own.
+
+    for each service ──▶ dead tasks retired ──▶ exits restarted in place (or failed, then replaced)
+                    └──▶ count enforced (old revisions stopped, extras stopped, missing created)
+    all pending tasks ──▶ scheduler.place() ──▶ assigned (node, host ports) | pending (reason)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from moorage.model import (
+    Desired,
+    Node,
+    NodeStatus,
+    Service,
+    Task,
+    TaskDefinition,
+    TaskStatus,
+)
+from moorage.scheduler import Alloc, Ask, ClusterState, NodeInfo, place
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    services: Mapping[str, Service]
+    taskdefs: Mapping[tuple[str, int], TaskDefinition]
+    tasks: Mapping[str, Task]
+    nodes: Mapping[str, Node]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    message: str
+    service: str | None = None
+    task: str | None = None
+    node: str | None = None
+
+
+@dataclass
+class Plan:
+    """Task writes (new value, the task as read, or None when creating) and events to record."""
+
+    writes: dict[str, tuple[Task, Task | None]] = field(default_factory=dict)
+    events: list[EventSpec] = field(default_factory=list)
+
+    def write(self, new: Task, old: Task | None) -> None:
+        base = self.writes[new.id][1] if new.id in self.writes else old
+        self.writes[new.id] = (new, base)
+
+    def current(self, task: Task) -> Task:
+        """The task as this plan will leave it (plans build on their own earlier decisions)."""
+        pending = self.writes.get(task.id)
+        return pending[0] if pending else task
+
+    @property
+    def empty(self) -> bool:
+        return not self.writes and not self.events
+
+
+def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
+    """Decide every write that brings actual state closer to desired state."""
+    plan = Plan()
+    rng = random.Random(seed)
+    by_service: dict[str, list[Task]] = {}
+    for task in snapshot.tasks.values():
+        by_service.setdefault(task.service, []).append(task)
+    for name, tasks in sorted(by_service.items()):
+        service = snapshot.services.get(name)
+        for task in tasks:
+            _retire_dead(plan, task)
+            if service is not None:
+                _restart_policy(plan, service, plan.current(task), now)
+        _enforce_count(plan, service, [plan.current(t) for t in tasks], now, rng)
+    for name, service in sorted(snapshot.services.items()):
+        if name not in by_service:
+            _enforce_count(plan, service, [], now, rng)
+    _place_pending(plan, snapshot, now, seed)
+    return plan
+
+
+def _retire_dead(plan: Plan, task: Task) -> None:
+    """A task stopped or lost while still wanted can never run again: it is replaced."""
+    if task.desired == Desired.RUN and task.status in (TaskStatus.STOPPED, TaskStatus.LOST):
+        plan.write(task.model_copy(update={"desired": Desired.STOP}), task)
+
+
+def _restart_policy(plan: Plan, service: Service, task: Task, now: float) -> None:
+    """Restart an exited task in place; after `attempts` in `interval`, fail it (→ replaced)."""
+    if task.desired != Desired.RUN or task.status not in (TaskStatus.EXITED, TaskStatus.FAILED):
+        return
+    if task.run_generation < task.generation or task.revision != service.revision:
+        return  # a restart is already asked for, or the task is about to be replaced
+    policy = service.restart
+    window_start, used = task.restart_window_start, task.restarts_in_window
+    if now - window_start > policy.interval:
+        window_start, used = now, 0
+    what = f"exit code {task.exit_code}" if task.exit_code is not None else task.message
+    if used >= policy.attempts:
+        failed = task.model_copy(
+            update={
+                "desired": Desired.STOP,
+                "status": TaskStatus.FAILED,
+                "message": f"restart attempts exhausted ({used} within {policy.interval:g}s)",
+            }
+        )
+        plan.write(failed, task)
+        plan.events.append(
+            EventSpec(
+                "task.failed",
+                f"task {task.id} failed ({what}); restart attempts exhausted, replacing it",
+                service.name,
+                task.id,
+                task.node,
+            )
+        )
+        return
+    delay = policy.delay_for(used + 1)
+    restarted = task.model_copy(
+        update={
+            "generation": task.generation + 1,
+            "restarts": task.restarts + 1,
+            "restart_window_start": window_start,
+            "restarts_in_window": used + 1,
+            "not_before": now + delay,
+        }
+    )
+    plan.write(restarted, task)
+    plan.events.append(
+        EventSpec(
+            "task.restarted",
+            f"restarting task {task.id} ({what}), attempt {used + 1}/{policy.attempts}"
+            + (f" in {delay:g}s" if delay else ""),
+            service.name,
+            task.id,
+            task.node,
+        )
+    )
+
+
+def _stop(plan: Plan, task: Task, reason: str) -> None:
+    update: dict[str, object] = {"desired": Desired.STOP, "message": reason}
+    if task.node is None or task.status.terminal:
+        update["status"] = TaskStatus.STOPPED  # nothing runs it: stopping is immediate
+    plan.write(task.model_copy(update=update), task)
+
+
+def _stop_order(task: Task) -> tuple[int, float]:
+    """Scale-down victims: unplaced first, then not yet running, then the newest."""
+    rank = {TaskStatus.PENDING: 0, TaskStatus.ASSIGNED: 1, TaskStatus.STARTING: 2}
+    return rank.get(task.status, 3), -task.created_at
+
+
+def _enforce_count(
+    plan: Plan, service: Service | None, tasks: list[Task], now: float, rng: random.Random
+) -> None:
+    live = [t for t in tasks if t.live]
+    if service is None or service.status == "stopped":
+        for task in live:
+            _stop(plan, task, "service stopped")
+        return
+    current = [t for t in live if t.revision == service.revision]
+    for task in live:
+        if task.revision != service.revision:
+            _stop(plan, task, f"replaced by revision {service.revision}")
+    extra = len(current) - service.count
+    for task in sorted(current, key=_stop_order)[: max(extra, 0)]:
+        _stop(plan, task, f"scaled down to {service.count}")
+    for _ in range(max(-extra, 0)):
+        task_id = f"{service.name}-{rng.getrandbits(48):012x}"
+        new = Task(
+            id=task_id,
+            service=service.name,
+            family=service.family,
+            revision=service.revision,
+            created_at=now,
+            updated_at=now,
+            generation=0,
+        )
+        plan.write(new, None)
+
+
+def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> None:
+    tasks = [plan.current(t) for t in snapshot.tasks.values()]
+    tasks += [new for (new, old) in plan.writes.values() if old is None]
+    pending = [t for t in tasks if t.desired == Desired.RUN and t.node is None]
+    if not pending:
+        return
+    state = ClusterState.build(_node_infos(snapshot.nodes.values()), _allocs(tasks))
+    groups: dict[str, list[Task]] = {}
+    for task in sorted(pending, key=lambda t: (t.created_at, t.id)):
+        groups.setdefault(task.service, []).append(task)
+    asks, members = [], []
+    for name, group in groups.items():
+        service = snapshot.services.get(name)
+        taskdef = snapshot.taskdefs.get((group[0].family, group[0].revision))
+        if service is None or taskdef is None:
+            continue
+        asks.append(_ask(service, taskdef, len(group)))
+        members.append((service, taskdef, group))
+    result = place(state, asks, seed)
+    for index, (service, taskdef, group) in enumerate(members):
+        placed = result.placements.get(index, [])
+        for task, spot in zip(group, placed, strict=False):
+            update = {
+                "node": spot.node,
+                "ports": spot.ports,
+                "status": TaskStatus.ASSIGNED,
+                "message": "",
+                "cpu": taskdef.cpu,
+                "memory": taskdef.memory,
+                "updated_at": now,
+            }
+            plan.write(task.model_copy(update=update), task)
+        unplaced = result.unplaced.get(index)
+        if unplaced is not None:
+            _mark_unplaced(plan, service, group[len(placed) :], unplaced.reason)
+
+
+def _mark_unplaced(plan: Plan, service: Service, tasks: list[Task], reason: str) -> None:
+    changed = [t for t in tasks if t.message != reason]
+    for task in changed:
+        plan.write(task.model_copy(update={"message": reason}), task)
+    if changed:
+        plan.events.append(
+            EventSpec(
+                "task.unplaced",
+                f"{len(tasks)} task(s) of {service.name} cannot be placed: {reason}",
+                service.name,
+            )
+        )
+
+
+def _node_infos(nodes: Iterable[Node]) -> list[NodeInfo]:
+    return [
+        NodeInfo(
+            name=n.name,
+            cpu=n.cpu,
+            memory=n.memory,
+            attrs={**n.attrs, "node.name": n.name},
+            port_range=n.port_range,
+            eligible=n.status == NodeStatus.READY,
+        )
+        for n in nodes
+    ]
+
+
+def _allocs(tasks: Iterable[Task]) -> list[Alloc]:
+    """Resources held on nodes: every placed task that may still be running."""
+    return [
+        Alloc(t.node, t.service, t.cpu, t.memory, tuple(t.ports.values()))
+        for t in tasks
+        if t.node is not None and not (t.status.terminal and t.desired == Desired.STOP)
+    ]
+
+
+def _ask(service: Service, taskdef: TaskDefinition, count: int) -> Ask:
+    return Ask(
+        service=service.name,
+        count=count,
+        cpu=taskdef.cpu,
+        memory=taskdef.memory,
+        ports=tuple(p for c in taskdef.containers for p in c.ports),
+        constraints=tuple(service.placement.parsed_constraints()),
+        strategy=service.placement.strategy,
+        spread_attr=service.placement.spread_attr,
+    )

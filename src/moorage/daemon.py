@@ -1,0 +1,153 @@
+"""Long-running processes: `moorage server`, `moorage agent`, and `moorage dev` (both in one).
+
+Each runs until SIGINT/SIGTERM. `dev` stops its agent first (tasks stopped and reported, so
+the store says what ran), then its server; the next `dev` on the same data dir resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from moorage.agent.agent import Agent
+from moorage.server.app import Server, ServerConfig
+
+log = logging.getLogger("moorage")
+
+
+@dataclass(frozen=True)
+class DevConfig:
+    data_dir: Path
+    http_addr: tuple[str, int]
+    agent_addr: tuple[str, int]
+    node_name: str = field(default_factory=lambda: _node_name())
+    attrs: dict[str, str] = field(default_factory=dict)
+    demo_dir: Path | None = None
+
+
+def _node_name() -> str:
+    name = socket.gethostname().split(".")[0].lower()
+    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
+    return cleaned or "local"
+
+
+def url(addr: tuple[str, int]) -> str:
+    return f"http://{addr[0]}:{addr[1]}"
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    asyncio.run(main())
+
+
+async def serve(config: ServerConfig, echo: Callable[[str], None]) -> None:
+    server = Server(config)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.run(ready))
+    await _first(task, ready)
+    echo(f"server: {server.url} (data dir {config.data_dir})")
+    echo("ready")
+    await _run_until_signal(task)
+
+
+async def run_agent(agent: Agent, echo: Callable[[str], None]) -> None:
+    ready = asyncio.Event()
+    task = asyncio.create_task(agent.run(ready, stop_tasks_on_exit=False))
+    await _first(task, ready)
+    echo("ready")
+    await _run_until_signal(task)
+
+
+async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
+    """Server + agent + SQLite in one process; optionally deploy the demo specs."""
+    server = Server(ServerConfig(data_dir=config.data_dir / "server", http_addr=config.http_addr))
+    server_ready, agent_ready = asyncio.Event(), asyncio.Event()
+    server_task = asyncio.create_task(server.run(server_ready), name="server")
+    try:
+        await _first(server_task, server_ready)
+        agent = Agent(
+            server_url=server.url,
+            name=config.node_name,
+            data_dir=config.data_dir / "agent",
+            http_addr=config.agent_addr,
+            attrs=config.attrs,
+        )
+        agent_task = asyncio.create_task(
+            agent.run(agent_ready, stop_tasks_on_exit=True), name="agent"
+        )
+        await _first(agent_task, agent_ready)
+        echo(f"server: {server.url}  agent: {url(config.agent_addr)}  node: {config.node_name}")
+        echo(f"data dir: {config.data_dir}")
+        if config.demo_dir is not None:
+            await _deploy_demo(server.url, config.demo_dir, echo)
+        echo("ready")
+        await _run_until_signal(agent_task)
+        echo("stopping: tasks stopped, state saved")
+    finally:
+        server_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
+
+
+async def _first(task: asyncio.Task[None], ready: asyncio.Event) -> None:
+    """Wait until ready is set, or re-raise why the task ended first."""
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+        raise RuntimeError(f"{task.get_name()} ended before it was ready")
+
+
+async def _run_until_signal(task: asyncio.Task[None]) -> None:
+    signalled = asyncio.create_task(_until_signalled())
+    done, _ = await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        signalled.cancel()
+        task.result()
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _deploy_demo(server_url: str, demo_dir: Path, echo: Callable[[str], None]) -> None:
+    files = sorted(demo_dir.glob("*.yaml"))
+    async with aiohttp.ClientSession() as session:
+        for path in files:
+            headers = {"Content-Type": "application/yaml"}
+            async with session.post(
+                f"{server_url}/v1/services", data=path.read_bytes(), headers=headers
+            ) as r:
+                body = await r.json()
+                if r.status != 200:
+                    echo(f"demo: {path.name}: {body.get('message')}")
+                    continue
+                for item in body:
+                    echo(
+                        f"demo: deployed {item['service']} revision {item['revision']} x{item['count']}"
+                    )

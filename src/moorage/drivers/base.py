@@ -1,0 +1,87 @@
+"""The Driver contract: how an agent starts, recovers, waits for and stops a workload.
+
+One driver per kind of workload (`process` now, `docker` next). Handles are plain JSON, saved by
+the agent, so a restarted agent recovers running workloads with `recover()`. Every driver passes
+the same conformance suite (`tests/integration/drivers`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from moorage.model import Container
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    task_id: str
+    container: Container
+    env: dict[str, str]  # the full environment the workload gets (PORT vars included)
+    ports: dict[str, int]  # port name -> host port
+    task_dir: Path
+
+
+@dataclass
+class TaskHandle:
+    driver: str
+    task_id: str
+    container: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskHandle:
+        return cls(data["driver"], data["task_id"], data["container"], dict(data.get("state", {})))
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    exit_code: int | None
+    signal: int | None = None
+    oom_killed: bool = False
+    message: str = ""
+
+    def describe(self) -> str:
+        if self.oom_killed:
+            return "killed: out of memory"
+        if self.signal:
+            return f"killed by signal {self.signal}"
+        if self.message:
+            return self.message
+        return f"exit code {self.exit_code}"
+
+
+class Driver(Protocol):
+    name: str
+
+    async def start(self, req: StartRequest) -> TaskHandle:
+        """Start the workload; return once it runs. Raises StartError with a clear message."""
+        ...
+
+    async def recover(self, handle: TaskHandle) -> bool:
+        """After an agent restart: True iff this very workload still runs (pid and start time)."""
+        ...
+
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        """Block until the workload exits (at once if it already has); works after recover()."""
+        ...
+
+    async def stop(self, handle: TaskHandle, timeout: float) -> ExitResult:
+        """SIGTERM, then SIGKILL after timeout; return how it ended. Idempotent."""
+        ...
+
+    async def destroy(self, handle: TaskHandle) -> None:
+        """Release what the workload held (cgroup, files). Idempotent; call after it ended."""
+        ...
+
+    def log_path(self, handle: TaskHandle, stream: Literal["stdout", "stderr"]) -> Path:
+        """Where the workload's stream is written (rotated files carry .1, .2 suffixes)."""
+        ...
+
+    def memory_enforced(self, handle: TaskHandle) -> bool:
+        """Whether the memory limit is enforced (a cgroup), or only reserved."""
+        ...

@@ -1,0 +1,233 @@
+"""The process driver: runs a container's `command` as a plain process tree on the node.
+
+Each container gets an executor (`_executor.py`) in its own session, so it outlives the agent.
+The handle records the executor's and the child's pids with their start times: recovery checks
+both (a pid alone may have been reused), and the exit status is read from the exit file the
+executor writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+from .base import ExitResult, StartRequest, TaskHandle
+from .errors import DriverError, StartError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+POLL = 0.05
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_KEEP = 3
+
+
+def expand(arg: str, env: dict[str, str]) -> str:
+    """`${VAR}` from the task's environment; unknown variables are left as written."""
+    return _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), arg)
+
+
+def detect_cgroups() -> str:
+    """`v2`, `v1` or `none`: where this node can enforce memory limits."""
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists() and os.access("/sys/fs/cgroup", os.W_OK):
+        return "v2"
+    if os.access("/sys/fs/cgroup/memory", os.W_OK):
+        return "v1"
+    return "none"
+
+
+def start_time(pid: int) -> float | None:
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(process.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+class ProcessDriver:
+    name = "process"
+
+    def __init__(self, cgroup_root: str = "moorage") -> None:
+        self.cgroups = detect_cgroups()
+        self.cgroup_root = cgroup_root
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ---- start ---------------------------------------------------------------------------
+    async def start(self, req: StartRequest) -> TaskHandle:
+        container = req.container
+        if container.command is None:
+            raise StartError(
+                f"container {container.name!r} has no command (the process driver runs commands)"
+            )
+        workdir = req.task_dir / container.name
+        logs = req.task_dir / "logs"
+        run = req.task_dir / "run"
+        for folder in (workdir, logs, run):
+            folder.mkdir(parents=True, exist_ok=True)
+        cwd = Path(container.workdir) if container.workdir else workdir
+        exit_file, pid_file = run / f"{container.name}.exit", run / f"{container.name}.pid"
+        for stale in (exit_file, pid_file):
+            stale.unlink(missing_ok=True)
+        cgroup = self._make_cgroup(req.task_id, container.name, container.memory)
+        spec = {
+            "command": [expand(a, req.env) for a in container.command],
+            "env": req.env,
+            "cwd": str(cwd),
+            "stdout": str(logs / f"{container.name}.stdout"),
+            "stderr": str(logs / f"{container.name}.stderr"),
+            "exit_file": str(exit_file),
+            "pid_file": str(pid_file),
+            "cgroup": cgroup,
+            "log_max_bytes": LOG_MAX_BYTES,
+            "log_keep": LOG_KEEP,
+        }
+        spec_path = run / f"{container.name}.json"
+        spec_path.write_text(json.dumps(spec))
+        with (run / f"{container.name}.executor.log").open("ab") as errors:
+            executor = subprocess.Popen(
+                [sys.executable, "-m", "moorage.drivers._executor", str(spec_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=errors,
+                stderr=errors,
+                start_new_session=True,
+            )
+        self._children[executor.pid] = executor
+        handle = TaskHandle(
+            self.name,
+            req.task_id,
+            container.name,
+            {
+                "executor_pid": executor.pid,
+                "executor_start": start_time(executor.pid),
+                "exit_file": str(exit_file),
+                "cgroup": cgroup,
+                "logs": str(logs),
+            },
+        )
+        await self._await_child(handle, pid_file)
+        return handle
+
+    async def _await_child(self, handle: TaskHandle, pid_file: Path) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if pid_file.exists():
+                pid = int(json.loads(pid_file.read_text())["pid"])
+                handle.state["pid"] = pid
+                handle.state["pid_start"] = start_time(pid)
+                return
+            if Path(handle.state["exit_file"]).exists():
+                result = self._read_exit(handle)
+                if result.message:
+                    raise StartError(result.message)
+                return  # started and already ended: wait() reports it
+            if not self._executor_alive(handle):
+                raise StartError(
+                    "the executor died before starting the command (see run/*.executor.log)"
+                )
+            await asyncio.sleep(0.01)
+        raise StartError("the command did not start within 10s")
+
+    def _make_cgroup(self, task_id: str, container: str, memory_mib: int) -> str:
+        limit = str(memory_mib * 1024 * 1024)
+        try:
+            if self.cgroups == "v2":
+                root = Path("/sys/fs/cgroup", self.cgroup_root)
+                root.mkdir(exist_ok=True)
+                with contextlib.suppress(OSError):
+                    Path("/sys/fs/cgroup/cgroup.subtree_control").write_text("+memory")
+                    (root / "cgroup.subtree_control").write_text("+memory")
+                path = root / f"{task_id}-{container}"
+                path.mkdir(exist_ok=True)
+                (path / "memory.max").write_text(limit)
+                with contextlib.suppress(OSError):
+                    (path / "memory.swap.max").write_text("0")
+                return str(path)
+            if self.cgroups == "v1":
+                path = Path("/sys/fs/cgroup/memory", self.cgroup_root, f"{task_id}-{container}")
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "memory.limit_in_bytes").write_text(limit)
+                with contextlib.suppress(OSError):
+                    (path / "memory.memsw.limit_in_bytes").write_text(limit)
+                return str(path)
+        except OSError:
+            return ""
+        return ""
+
+    # ---- observe -------------------------------------------------------------------------
+    def _executor_alive(self, handle: TaskHandle) -> bool:
+        pid = int(handle.state["executor_pid"])
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        expected = handle.state.get("executor_start")
+        actual = start_time(pid)
+        return actual is not None and (expected is None or abs(actual - float(expected)) < 0.01)
+
+    async def recover(self, handle: TaskHandle) -> bool:
+        if not self._executor_alive(handle):
+            return False
+        pid, expected = handle.state.get("pid"), handle.state.get("pid_start")
+        if pid is None:
+            return False
+        actual = start_time(int(pid))
+        return actual is not None and expected is not None and abs(actual - float(expected)) < 0.01
+
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        while self._executor_alive(handle):
+            await asyncio.sleep(POLL)
+        self._children.pop(int(handle.state["executor_pid"]), None)
+        return self._read_exit(handle)
+
+    def _read_exit(self, handle: TaskHandle) -> ExitResult:
+        try:
+            data: dict[str, Any] = json.loads(Path(handle.state["exit_file"]).read_text())
+        except (OSError, ValueError):
+            return ExitResult(None, message="the task's executor vanished without an exit status")
+        sig = data.get("signal")
+        code = data.get("exit_code")
+        if sig and code is None:
+            code = 128 + int(sig)
+        return ExitResult(code, sig, bool(data.get("oom_killed")), str(data.get("message") or ""))
+
+    # ---- stop ----------------------------------------------------------------------------
+    async def stop(self, handle: TaskHandle, timeout: float) -> ExitResult:
+        pid = handle.state.get("pid")
+        if pid is not None and self._executor_alive(handle):
+            self._signal_group(int(pid), signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self._executor_alive(handle) and time.monotonic() < deadline:
+                await asyncio.sleep(POLL)
+            if self._executor_alive(handle):
+                self._signal_group(int(pid), signal.SIGKILL)
+        return await asyncio.wait_for(self.wait(handle), timeout=15)
+
+    def _signal_group(self, pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+    async def destroy(self, handle: TaskHandle) -> None:
+        cgroup = handle.state.get("cgroup")
+        if cgroup:
+            with contextlib.suppress(OSError):
+                os.rmdir(cgroup)
+
+    def log_path(self, handle: TaskHandle, stream: Literal["stdout", "stderr"]) -> Path:
+        return Path(handle.state["logs"]) / f"{handle.container}.{stream}"
+
+    def memory_enforced(self, handle: TaskHandle) -> bool:
+        return bool(handle.state.get("cgroup"))
+
+
+def driver_error(exc: Exception) -> DriverError:
+    return exc if isinstance(exc, DriverError) else DriverError(str(exc))

@@ -1,0 +1,204 @@
+"""Placement: a chain of feasibility checks, then binpack or spread ranking.
+
+    ask ─▶ eligible? ─▶ constraints ─▶ distinct_hosts ─▶ cpu ─▶ memory ─▶ host ports ─▶ rank
+                                                                                    ├ binpack: tightest fit
+                                                                                    └ spread: emptiest attr value
+
+Binpack keeps the nodes in one list sorted by free (memory, cpu): the tightest node that fits
+an ask is found by bisection, and it stays the tightest until it is full, so it is filled
+before the next one is tried (identical to choosing the tightest node task by task).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import random
+from collections.abc import Sequence
+
+from ._reasons import explain
+from ._state import Ask, ClusterState, NodeInfo, Placed, Plan, Unplaced
+
+IndexKey = tuple[int, int, float, str]
+
+
+class Work:
+    """A copy-on-write overlay of the snapshot: what `place()` has decided so far."""
+
+    def __init__(self, state: ClusterState, seed: int) -> None:
+        self.state = state
+        self.rng = random.Random(seed)
+        self.cpu = dict(state.cpu_used)
+        self.mem = dict(state.mem_used)
+        self.counts = dict(state.service_counts)
+        self._ports: dict[str, set[int]] = {}
+        self._cursor: dict[str, int] = {}
+        self.tiebreak = {name: self.rng.random() for name in sorted(state.nodes)}
+        self._index: list[IndexKey] | None = None
+
+    # ---- checkers: each answers one question about one node --------------------------------
+    def free_cpu(self, node: NodeInfo) -> int:
+        return node.cpu - self.cpu[node.name]
+
+    def free_mem(self, node: NodeInfo) -> int:
+        return node.memory - self.mem[node.name]
+
+    def ports(self, name: str) -> set[int] | frozenset[int]:
+        return self._ports.get(name) or self.state.ports_used[name]
+
+    def static_ports_free(self, node: NodeInfo, ask: Ask) -> bool:
+        used = self.ports(node.name)
+        return all(p.host is None or p.host not in used for p in ask.ports)
+
+    def dynamic_ports_left(self, node: NodeInfo) -> int:
+        low, high = node.port_range
+        return (high - low + 1) - sum(1 for p in self.ports(node.name) if low <= p <= high)
+
+    def capacity(self, node: NodeInfo, ask: Ask) -> int:
+        """How many more tasks of ask fit on node (resources and ports; not constraints)."""
+        fit = min(self.free_mem(node) // ask.memory, self.free_cpu(node) // max(ask.cpu, 1))
+        if any(p.host is not None for p in ask.ports):
+            fit = min(fit, 1 if self.static_ports_free(node, ask) else 0)
+        dynamic = sum(1 for p in ask.ports if p.host is None)
+        if dynamic:
+            fit = min(fit, self.dynamic_ports_left(node) // dynamic)
+        if any(c.op == "distinct_hosts" for c in ask.constraints):
+            fit = min(fit, 0 if self.counts.get((node.name, ask.service), 0) else 1)
+        return max(fit, 0)
+
+    # ---- committing one task ---------------------------------------------------------------
+    def commit(self, node: NodeInfo, ask: Ask) -> Placed:
+        self.cpu[node.name] += ask.cpu
+        self.mem[node.name] += ask.memory
+        key = (node.name, ask.service)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        ports: dict[str, int] = {}
+        if ask.ports:
+            used = self._ports.get(node.name)
+            if used is None:
+                used = self._ports[node.name] = set(self.state.ports_used[node.name])
+            for spec in ask.ports:
+                port = spec.host if spec.host is not None else self._next_port(node, used)
+                used.add(port)
+                ports[spec.name] = port
+        return Placed(node.name, ports)
+
+    def _next_port(self, node: NodeInfo, used: set[int]) -> int:
+        low, high = node.port_range
+        size = high - low + 1
+        cursor = self._cursor.get(node.name)
+        if cursor is None:
+            cursor = self.rng.randrange(size)
+        for step in range(size):
+            port = low + (cursor + step) % size
+            if port not in used:
+                self._cursor[node.name] = (cursor + step + 1) % size
+                return port
+        raise AssertionError("capacity() promised a free port")
+
+    # ---- the binpack index -----------------------------------------------------------------
+    def index(self) -> list[IndexKey]:
+        if self._index is None:
+            self._index = sorted(self._key(n) for n in self.state.nodes.values() if n.eligible)
+        return self._index
+
+    def _key(self, node: NodeInfo) -> IndexKey:
+        return (self.free_mem(node), self.free_cpu(node), self.tiebreak[node.name], node.name)
+
+    def reindex(self, position: int, node: NodeInfo) -> None:
+        index = self.index()
+        del index[position]
+        bisect.insort(index, self._key(node))
+
+
+def constraints_ok(node: NodeInfo, ask: Ask) -> bool:
+    """Node attributes satisfy every constraint (`node.name` is always an attribute)."""
+    for constraint in ask.constraints:
+        if constraint.op == "distinct_hosts":
+            continue
+        attrs = node.attrs if "node.name" in node.attrs else {**node.attrs, "node.name": node.name}
+        if not constraint.matches(dict(attrs)):
+            return False
+    return True
+
+
+def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
+    """Place every ask in order; later asks see earlier placements. `state` is not mutated."""
+    work = Work(state, seed)
+    plan = Plan()
+    for position, ask in enumerate(asks):
+        if ask.count <= 0:
+            continue
+        if ask.strategy == "spread":
+            placed = _spread(work, ask)
+        else:
+            placed = _binpack(work, ask)
+        if placed:
+            plan.placements[position] = placed
+        if len(placed) < ask.count:
+            plan.unplaced[position] = Unplaced(ask.count - len(placed), explain(work, ask))
+    return plan
+
+
+def _binpack(work: Work, ask: Ask) -> list[Placed]:
+    """Tightest fit: the node with the least free memory (then cpu) that still fits."""
+    nodes = work.state.nodes
+    index = work.index()
+    placed: list[Placed] = []
+    position = bisect.bisect_left(index, (ask.memory,))
+    allowed: dict[str, bool] = {}
+    while position < len(index) and len(placed) < ask.count:
+        _mem, free_cpu, _tb, name = index[position]
+        node = nodes[name]
+        if free_cpu < ask.cpu:
+            position += 1
+            continue
+        ok = allowed.get(name)
+        if ok is None:
+            ok = allowed[name] = constraints_ok(node, ask)
+        fit = work.capacity(node, ask) if ok else 0
+        if fit <= 0:
+            position += 1
+            continue
+        for _ in range(min(fit, ask.count - len(placed))):
+            placed.append(work.commit(node, ask))
+        work.reindex(position, node)  # it moved below `position`; the next candidate is here
+        if index[position][3] == name:
+            position += 1
+    return placed
+
+
+def _spread(work: Work, ask: Ask) -> list[Placed]:
+    """Fewest tasks of the service per attribute value, then per node."""
+    nodes = [n for n in work.state.nodes.values() if n.eligible and constraints_ok(n, ask)]
+    attr = ask.spread_attr
+
+    def value(node: NodeInfo) -> str:
+        return node.name if attr is None else node.attrs.get(attr, "")
+
+    per_value: dict[str, int] = {}
+    for node in nodes:
+        v = value(node)
+        per_value[v] = per_value.get(v, 0) + work.counts.get((node.name, ask.service), 0)
+
+    def key(node: NodeInfo) -> tuple[int, int, float, str]:
+        on_node = work.counts.get((node.name, ask.service), 0)
+        return (per_value[value(node)], on_node, work.tiebreak[node.name], node.name)
+
+    heap = [key(n) for n in nodes]
+    heapq.heapify(heap)
+    by_name = {n.name: n for n in nodes}
+    placed: list[Placed] = []
+    while heap and len(placed) < ask.count:
+        entry = heapq.heappop(heap)
+        node = by_name[entry[3]]
+        current = key(node)
+        if current != entry:  # stale: its attribute value got a task since it was pushed
+            heapq.heappush(heap, current)
+            continue
+        if work.capacity(node, ask) <= 0:
+            continue  # full for this ask: drop it
+        placed.append(work.commit(node, ask))
+        per_value[value(node)] += 1
+        heapq.heappush(heap, key(node))
+    return placed

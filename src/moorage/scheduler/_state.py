@@ -1,0 +1,100 @@
+"""The scheduler's input: nodes and what they already hold, as a read-only snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from moorage.model import Constraint, PortSpec
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as the scheduler sees it: capacity (cpu units, MiB), attributes, port range."""
+
+    name: str
+    cpu: int
+    memory: int
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    port_range: tuple[int, int] = (20000, 32000)
+    eligible: bool = True
+
+
+@dataclass(frozen=True)
+class Alloc:
+    """Resources an existing task holds on a node."""
+
+    node: str
+    service: str
+    cpu: int
+    memory: int
+    host_ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ask:
+    """`count` identical tasks of one service to place."""
+
+    service: str
+    count: int
+    cpu: int
+    memory: int
+    ports: tuple[PortSpec, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    strategy: Literal["binpack", "spread"] = "binpack"
+    spread_attr: str | None = None
+
+
+@dataclass
+class Placed:
+    node: str
+    ports: dict[str, int]
+
+
+@dataclass
+class Unplaced:
+    count: int
+    reason: str
+
+
+@dataclass
+class Plan:
+    placements: dict[int, list[Placed]] = field(default_factory=dict)
+    unplaced: dict[int, Unplaced] = field(default_factory=dict)
+
+
+class ClusterState:
+    """Read-only snapshot: capacity and usage per node. `place()` never mutates it."""
+
+    def __init__(
+        self,
+        nodes: dict[str, NodeInfo],
+        cpu_used: dict[str, int],
+        mem_used: dict[str, int],
+        ports_used: dict[str, frozenset[int]],
+        service_counts: dict[tuple[str, str], int],
+    ) -> None:
+        self.nodes = nodes
+        self.cpu_used = cpu_used
+        self.mem_used = mem_used
+        self.ports_used = ports_used
+        self.service_counts = service_counts
+
+    @classmethod
+    def build(cls, nodes: Iterable[NodeInfo], allocs: Iterable[Alloc]) -> ClusterState:
+        by_name = {n.name: n for n in nodes}
+        cpu = dict.fromkeys(by_name, 0)
+        mem = dict.fromkeys(by_name, 0)
+        ports: dict[str, set[int]] = {name: set() for name in by_name}
+        counts: dict[tuple[str, str], int] = {}
+        for alloc in allocs:
+            if alloc.node not in by_name:
+                continue  # a task on a node that left: it holds nothing the scheduler can use
+            cpu[alloc.node] += alloc.cpu
+            mem[alloc.node] += alloc.memory
+            ports[alloc.node].update(alloc.host_ports)
+            key = (alloc.node, alloc.service)
+            counts[key] = counts.get(key, 0) + 1
+        frozen = {name: frozenset(p) for name, p in ports.items()}
+        return cls(by_name, cpu, mem, frozen, counts)

@@ -1,0 +1,467 @@
+"""The moorage HTTP API (`/v1/...`): services, task definitions, tasks, nodes, events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter
+
+from moorage import __version__
+from moorage.model import (
+    Event,
+    FieldError,
+    Node,
+    NodeStatus,
+    NotFound,
+    Service,
+    ServiceSpec,
+    SpecError,
+    Task,
+    TaskDefinition,
+    parse_specs,
+)
+from moorage.model.spec import validate_body
+from moorage.state import StateCache, StateWriter, Topic
+from moorage.state import keys as k
+from moorage.state.writer import new_event
+
+from .blocking import INDEX_HEADER, block
+from .errors import read_json
+from .reports import apply_report
+from .routes import RouteTable
+from .views import (
+    DeployResult,
+    ScaleBody,
+    ServiceSummary,
+    StatusInfo,
+    TaskReport,
+    summarize,
+)
+
+table = RouteTable()
+
+
+class ServiceDetail(BaseModel):
+    service: Service
+    summary: ServiceSummary
+    taskdef: TaskDefinition | None
+
+
+def dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [dump(v) for v in value]
+    return value
+
+
+def respond(value: Any, index: int | None = None) -> web.Response:
+    headers = {INDEX_HEADER: str(index)} if index is not None else None
+    return web.json_response(dump(value), headers=headers)
+
+
+class Api:
+    """Handlers over the cache (reads) and the writer (CAS writes)."""
+
+    def __init__(
+        self, cache: StateCache, writer: StateWriter, clock: Callable[[], float], store_name: str
+    ) -> None:
+        self.cache = cache
+        self.writer = writer
+        self.clock = clock
+        self.store_name = store_name
+
+    # ---- services ------------------------------------------------------------------------
+    def summary(self, service: Service) -> ServiceSummary:
+        tasks = self.cache.tasks_of_service(service.name)
+        return summarize(service.name, service.status, service.revision, service.count, tasks)
+
+    def service(self, name: str) -> Service:
+        service = self.cache.services.get(name)
+        if service is None:
+            raise NotFound(f"no service named {name!r}")
+        return service
+
+    @table.add(
+        "GET",
+        "/v1/services",
+        "List services with task counts",
+        response=list[ServiceSummary],
+        blocking=True,
+        tags=("services",),
+    )
+    async def list_services(self, request: web.Request) -> web.Response:
+        index = await block(request, self.cache, Topic.SERVICES)
+        services = sorted(self.cache.services.values(), key=lambda s: s.name)
+        return respond([self.summary(s) for s in services], index)
+
+    @table.add(
+        "GET",
+        "/v1/services/{name}",
+        "One service, its summary and task definition",
+        response=ServiceDetail,
+        blocking=True,
+        tags=("services",),
+    )
+    async def get_service(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        index = await block(request, self.cache, Topic.service(name))
+        service = self.service(name)
+        taskdef = self.cache.taskdefs.get((service.family, service.revision))
+        return respond(
+            ServiceDetail(service=service, summary=self.summary(service), taskdef=taskdef), index
+        )
+
+    @table.add(
+        "POST",
+        "/v1/services",
+        "Deploy specs (moorage YAML text, or JSON spec objects)",
+        body=list[ServiceSpec],
+        response=list[DeployResult],
+        tags=("services",),
+    )
+    async def deploy(self, request: web.Request) -> web.Response:
+        specs = await self._read_specs(request)
+        results = []
+        for spec in specs:  # every spec is valid before the first write
+            _service, taskdef, created = await self.writer.deploy(spec)
+            results.append(
+                DeployResult(
+                    service=spec.service,
+                    revision=taskdef.revision,
+                    created=created,
+                    count=spec.count,
+                )
+            )
+        return respond(results)
+
+    @table.add(
+        "POST",
+        "/v1/validate",
+        "Validate specs and return them normalized",
+        body=list[ServiceSpec],
+        response=list[ServiceSpec],
+        tags=("services",),
+    )
+    async def validate(self, request: web.Request) -> web.Response:
+        return respond(await self._read_specs(request))
+
+    async def _read_specs(self, request: web.Request) -> list[ServiceSpec]:
+        if "yaml" in (request.content_type or "") or "text" in (request.content_type or ""):
+            return parse_specs(await request.text())
+        body = await read_json(request)
+        if isinstance(body, dict):
+            return [validate_body(ServiceSpec, body)]
+        if not isinstance(body, list) or not body:
+            raise SpecError([FieldError("", "expected a spec object or a non-empty list of them")])
+        specs, errors = [], []
+        for position, item in enumerate(body):
+            try:
+                specs.append(validate_body(ServiceSpec, item, prefix=f"[{position}]"))
+            except SpecError as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise SpecError(errors)
+        return specs
+
+    @table.add(
+        "POST",
+        "/v1/services/{name}/scale",
+        "Set a service's task count",
+        body=ScaleBody,
+        response=ServiceSummary,
+        tags=("services",),
+    )
+    async def scale(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = validate_body(ScaleBody, await read_json(request))
+        self.service(name)
+        now = self.clock()
+
+        def change(current: Service | None) -> tuple[Service | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no service named {name!r}")
+            text = f"{name} scaled from {current.count} to {body.count}"
+            event = new_event("service.scaled", text, now=now, service=name)
+            return current.model_copy(
+                update={"count": body.count, "status": "active", "updated_at": now}
+            ), [event]
+
+        service = await self.writer.update(k.service_key(name), Service, change)
+        assert service is not None
+        return respond(self.summary(service))
+
+    @table.add(
+        "POST",
+        "/v1/services/{name}/stop",
+        "Stop every task of a service (the service is kept, stopped)",
+        response=ServiceSummary,
+        tags=("services",),
+    )
+    async def stop(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.service(name)
+        now = self.clock()
+
+        def change(current: Service | None) -> tuple[Service | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no service named {name!r}")
+            event = new_event("service.stopped", f"{name} stopped", now=now, service=name)
+            return current.model_copy(update={"status": "stopped", "updated_at": now}), [event]
+
+        service = await self.writer.update(k.service_key(name), Service, change)
+        assert service is not None
+        return respond(self.summary(service))
+
+    # ---- task definitions ----------------------------------------------------------------
+    @table.add(
+        "GET",
+        "/v1/taskdefs/{family}",
+        "Every revision of a task definition family",
+        response=list[TaskDefinition],
+        tags=("taskdefs",),
+    )
+    async def list_taskdefs(self, request: web.Request) -> web.Response:
+        family = request.match_info["family"]
+        revisions = self.cache.taskdef_revisions(family)
+        if not revisions:
+            raise NotFound(f"no task definition family {family!r}")
+        return respond(revisions, self.cache.index(Topic.taskdefs(family)))
+
+    @table.add(
+        "GET",
+        "/v1/taskdefs/{family}/{revision}",
+        "One task definition revision",
+        response=TaskDefinition,
+        tags=("taskdefs",),
+    )
+    async def get_taskdef(self, request: web.Request) -> web.Response:
+        family, raw = request.match_info["family"], request.match_info["revision"]
+        if not raw.isdigit():
+            raise SpecError([FieldError("revision", f"must be a positive integer, got {raw!r}")])
+        taskdef = self.cache.taskdefs.get((family, int(raw)))
+        if taskdef is None:
+            raise NotFound(f"no task definition {family}:{raw}")
+        return respond(taskdef)
+
+    # ---- tasks ---------------------------------------------------------------------------
+    @table.add(
+        "GET",
+        "/v1/tasks",
+        "List tasks (filter by service or node)",
+        response=list[Task],
+        query=("service", "node"),
+        blocking=True,
+        tags=("tasks",),
+    )
+    async def list_tasks(self, request: web.Request) -> web.Response:
+        service, node = request.query.get("service"), request.query.get("node")
+        if service:
+            index = await block(request, self.cache, Topic.service_tasks(service))
+            tasks = self.cache.tasks_of_service(service)
+        elif node:
+            index = await block(request, self.cache, Topic.node_tasks(node))
+            tasks = self.cache.tasks_on_node(node)
+        else:
+            index = await block(request, self.cache, Topic.TASKS)
+            tasks = sorted(self.cache.tasks.values(), key=lambda t: (t.service, t.created_at, t.id))
+        return respond(tasks, index)
+
+    def task(self, task_id: str) -> Task:
+        task = self.cache.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}")
+        return task
+
+    @table.add("GET", "/v1/tasks/{id}", "One task", response=Task, blocking=True, tags=("tasks",))
+    async def get_task(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["id"]
+        index = await block(request, self.cache, Topic.task(task_id))
+        return respond(self.task(task_id), index)
+
+    @table.add(
+        "PUT",
+        "/v1/tasks/{id}/status",
+        "Agent report of a task's state",
+        body=TaskReport,
+        response=Task,
+        tags=("agents",),
+    )
+    async def report(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["id"]
+        report = validate_body(TaskReport, await read_json(request))
+        now = self.clock()
+
+        def change(current: Task | None) -> tuple[Task | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no task {task_id!r}")
+            return apply_report(current, report, now)
+
+        task = await self.writer.update(k.task_key(task_id), Task, change)
+        return respond(task)
+
+    # ---- nodes ---------------------------------------------------------------------------
+    @table.add(
+        "GET", "/v1/nodes", "List nodes", response=list[Node], blocking=True, tags=("nodes",)
+    )
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        index = await block(request, self.cache, Topic.NODES)
+        return respond(sorted(self.cache.nodes.values(), key=lambda n: n.name), index)
+
+    @table.add(
+        "PUT",
+        "/v1/nodes/{name}",
+        "Register (or re-register) a node",
+        body=Node,
+        response=Node,
+        tags=("agents",),
+    )
+    async def register_node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        node = validate_body(Node, await read_json(request))
+        if node.name != name:
+            raise SpecError(
+                [FieldError("name", f"must match the URL ({name!r}), got {node.name!r}")]
+            )
+        now = self.clock()
+
+        def change(current: Node | None) -> tuple[Node | None, list[Any]]:
+            registered = node.model_copy(
+                update={
+                    "status": current.status
+                    if current and current.status == NodeStatus.DRAINING
+                    else NodeStatus.READY,
+                    "registered_at": current.registered_at if current else now,
+                    "heartbeat_at": now,
+                }
+            )
+            verb = "registered" if current is None else "re-registered"
+            text = f"node {name} {verb}: {node.cpu} cpu units, {node.memory} MiB, {node.address}"
+            return registered, [new_event("node.registered", text, now=now, node=name)]
+
+        return respond(await self.writer.update(k.node_key(name), Node, change))
+
+    @table.add("POST", "/v1/nodes/{name}/heartbeat", "Agent heartbeat", tags=("agents",))
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.cache.nodes:
+            raise NotFound(f"no node {name!r}: register first")
+        now = self.clock()
+
+        def change(current: Node | None) -> tuple[Node | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no node {name!r}: register first")
+            return current.model_copy(update={"heartbeat_at": now}), []
+
+        await self.writer.update(k.node_key(name), Node, change)
+        return respond({})
+
+    @table.add(
+        "GET",
+        "/v1/nodes/{name}/tasks",
+        "Tasks assigned to a node (agents watch this)",
+        response=list[Task],
+        blocking=True,
+        tags=("agents",),
+    )
+    async def node_tasks(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        index = await block(request, self.cache, Topic.node_tasks(name))
+        return respond(self.cache.tasks_on_node(name), index)
+
+    # ---- events --------------------------------------------------------------------------
+    @table.add(
+        "GET",
+        "/v1/events",
+        "Recent cluster events (newest last)",
+        response=list[Event],
+        query=("service", "after"),
+        blocking=True,
+        tags=("events",),
+    )
+    async def list_events(self, request: web.Request) -> web.Response:
+        index = await block(request, self.cache, Topic.EVENTS)
+        after = _int_query(request, "after", 0)
+        service = request.query.get("service")
+        events = [
+            e
+            for e in self.cache.events
+            if e.revision > after and (not service or e.service == service)
+        ]
+        return respond(events, index)
+
+    @table.add(
+        "GET",
+        "/v1/events/stream",
+        "Cluster events as they happen (server-sent events)",
+        query=("service", "after"),
+        content_type="text/event-stream",
+        tags=("events",),
+    )
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        service = request.query.get("service")
+        after = _int_query(request, "after", self.cache.index(Topic.EVENTS))
+        queue = self.cache.subscribe_events()
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            backlog = [e for e in self.cache.events if e.revision > after]
+            seen = max((e.revision for e in backlog), default=after)
+            for event in backlog:
+                await _send_event(response, event, service)
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                if event.revision > seen:
+                    await _send_event(response, event, service)
+        finally:
+            self.cache.unsubscribe_events(queue)
+
+    # ---- meta ----------------------------------------------------------------------------
+    @table.add("GET", "/v1/status", "Server status", response=StatusInfo, tags=("status",))
+    async def status(self, request: web.Request) -> web.Response:
+        info = StatusInfo(
+            version=__version__,
+            leader=request.host,
+            revision=self.cache.revision,
+            store=self.store_name,
+            nodes=len(self.cache.nodes),
+            services=len(self.cache.services),
+            tasks=len(self.cache.tasks),
+        )
+        return respond(info)
+
+    @table.add("GET", "/v1/openapi.json", "This API, described as OpenAPI 3.1", tags=("status",))
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(table.openapi("moorage", __version__))
+
+
+async def _send_event(response: web.StreamResponse, event: Event, service: str | None) -> None:
+    if service and event.service != service:
+        return
+    payload = json.dumps(event.model_dump(mode="json"))
+    await response.write(f"id: {event.revision}\nevent: {event.type}\ndata: {payload}\n\n".encode())
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SpecError(
+            [FieldError(name, f"must be an integer, got {raw!r}")], code="invalid_query"
+        ) from None
+
+
+TASK_LIST = TypeAdapter(list[Task])

@@ -1,0 +1,96 @@
+"""The server process: store, watch-fed cache, HTTP API and the leader-only control loops.
+
+┌──────────────────────────── Server.run() task group ─────────────────────────────┐
+│ StateCache.run  (list + watch the store)                                          │
+│ aiohttp site    (API handlers: reads from the cache, CAS writes via StateWriter)  │
+│ run_as_leader   (Reconciler, GarbageCollector: restarted if they crash)           │
+└───────────────────────────────────────────────────────────────────────────────────┘
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from moorage.controllers.leader import SoleLeader, run_as_leader
+from moorage.controllers.loops import GarbageCollector, Reconciler
+from moorage.state import StateCache, StateWriter
+from moorage.store import Store
+from moorage.store.sqlite import SqliteStore
+
+from .api import Api, table
+from .errors import error_middleware
+from .logs import LogsProxy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    http_addr: tuple[str, int] = ("127.0.0.1", 7070)
+    reconcile_interval: float = 1.0
+    gc_interval: float = 10.0
+
+
+def build_app(api: Api, logs: LogsProxy) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware], handler_args={"handler_cancellation": True}
+    )
+    bound = {name: getattr(api, name) for name in dir(api) if not name.startswith("_")}
+    bound.update({name: getattr(logs, name) for name in dir(logs) if not name.startswith("_")})
+    table.install(app, bound)
+    return app
+
+
+class Server:
+    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.store: Store | None = None
+        self.cache: StateCache | None = None
+        self.url = f"http://{config.http_addr[0]}:{config.http_addr[1]}"
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until cancelled; every resource is released on the way out."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await SqliteStore.open(self.config.data_dir / "state.db")
+        self.store = store
+        try:
+            await self._serve(store, ready)
+        finally:
+            await store.close()
+
+    async def _serve(self, store: Store, ready: asyncio.Event | None) -> None:
+        cache = self.cache = StateCache(store)
+        writer = StateWriter(store, cache, self.clock)
+        async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
+            group.create_task(cache.run(), name="state-cache")
+            await cache.wait_synced()
+            app = build_app(Api(cache, writer, self.clock, "sqlite"), LogsProxy(cache, session))
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            try:
+                host, port = self.config.http_addr
+                await web.TCPSite(runner, host, port, reuse_address=True).start()
+                log.info("server listening on %s", self.url)
+                reconciler = Reconciler(cache, writer, self.clock, self.config.reconcile_interval)
+                collector = GarbageCollector(
+                    cache, writer, self.clock, interval=self.config.gc_interval
+                )
+                loops = [("reconciler", reconciler.run), ("gc", collector.run)]
+                group.create_task(run_as_leader(SoleLeader(), loops), name="leader")
+                if ready is not None:
+                    ready.set()
+                await asyncio.Event().wait()
+            finally:
+                with contextlib.suppress(Exception):
+                    await runner.cleanup()

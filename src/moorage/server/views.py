@@ -1,0 +1,78 @@
+"""Request and response bodies of the HTTP API that are not stored objects themselves."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moorage.model import ContainerState, Task, TaskStatus
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServiceSummary(BaseModel):
+    name: str
+    revision: int
+    status: str
+    desired: int
+    running: int
+    healthy: int
+    pending: int
+    restarts: int
+    deployment: str  # "stable" while every live task runs the service's revision, else "replacing"
+    message: str = ""
+
+
+class DeployResult(BaseModel):
+    service: str
+    revision: int
+    created: bool  # False when the spec matched the latest revision (nothing new registered)
+    count: int
+
+
+class ScaleBody(Body):
+    count: int = Field(ge=0, le=10000)
+
+
+class TaskReport(Body):
+    """What an agent reports about one task it runs."""
+
+    status: TaskStatus
+    message: str = ""
+    exit_code: int | None = None
+    containers: list[ContainerState] = Field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+    run_generation: int = Field(ge=0)
+
+
+class StatusInfo(BaseModel):
+    version: str
+    leader: str
+    revision: int
+    store: str
+    nodes: int
+    services: int
+    tasks: int
+
+
+def summarize(
+    name: str, status: str, revision: int, count: int, tasks: list[Task]
+) -> ServiceSummary:
+    live = [t for t in tasks if t.live]
+    running = [t for t in live if t.status == TaskStatus.RUNNING]
+    pending = [t for t in live if t.status == TaskStatus.PENDING]
+    replacing = any(t.revision != revision for t in live)
+    return ServiceSummary(
+        name=name,
+        revision=revision,
+        status=status,
+        desired=count if status == "active" else 0,
+        running=len(running),
+        healthy=len(running),  # health checks land with the containers issue; running = healthy
+        pending=len(pending),
+        restarts=sum(t.restarts for t in tasks),
+        deployment="replacing" if replacing else "stable",
+        message=pending[0].message if pending else "",
+    )

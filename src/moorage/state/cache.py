@@ -1,0 +1,301 @@
+"""A watch-fed, in-memory copy of the state, with per-topic indexes for blocking queries.
+
+The cache lists everything once, then applies the store's watch events in revision order.
+Every change bumps the index of the topics it touches (a service, a node's task list, ...), so a
+blocking query on one topic wakes only when that topic changed. A watch that falls behind
+compaction re-lists and bumps every topic (waking everyone, who then re-read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+
+from pydantic import BaseModel
+
+from moorage.model import Event, Node, Service, Task, TaskDefinition
+from moorage.store import Compacted, KeyValue, Store, StoreClosed, WatchEvent
+
+from .keys import ROOT, Kind, decode, key_kind
+
+log = logging.getLogger(__name__)
+
+EVENT_BUFFER = 2000
+
+
+class Topic:
+    """Names of the things a blocking query can wait on."""
+
+    SERVICES = "services"
+    TASKS = "tasks"
+    NODES = "nodes"
+    EVENTS = "events"
+    ANY = "*"
+
+    @staticmethod
+    def service(name: str) -> str:
+        return f"service:{name}"
+
+    @staticmethod
+    def service_tasks(name: str) -> str:
+        return f"tasks:service:{name}"
+
+    @staticmethod
+    def node(name: str) -> str:
+        return f"node:{name}"
+
+    @staticmethod
+    def node_tasks(name: str) -> str:
+        return f"tasks:node:{name}"
+
+    @staticmethod
+    def task(task_id: str) -> str:
+        return f"task:{task_id}"
+
+    @staticmethod
+    def taskdefs(family: str) -> str:
+        return f"taskdefs:{family}"
+
+
+def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
+    name = key.rsplit("/", 1)[-1]
+    if kind is Kind.SERVICE:
+        return (Topic.SERVICES, Topic.service(name))
+    if kind is Kind.TASK:
+        out = [Topic.TASKS, Topic.task(name)]
+        if isinstance(obj, Task):
+            out.append(Topic.service_tasks(obj.service))
+            out.append(Topic.service(obj.service))
+            out.append(Topic.SERVICES)
+            if obj.node:
+                out.append(Topic.node_tasks(obj.node))
+        return out
+    if kind is Kind.NODE:
+        return (Topic.NODES, Topic.node(name))
+    if kind is Kind.TASKDEF:
+        return (Topic.taskdefs(key.split("/")[-2]),)
+    if kind is Kind.EVENT:
+        return (Topic.EVENTS,)
+    return ()
+
+
+class StateCache:
+    """Answers reads and blocking queries from memory; `run()` keeps it in step with the store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.revision = 0
+        self.services: dict[str, Service] = {}
+        self.tasks: dict[str, Task] = {}
+        self.nodes: dict[str, Node] = {}
+        self.taskdefs: dict[tuple[str, int], TaskDefinition] = {}
+        self.meta: dict[str, bytes] = {}
+        self.events: deque[Event] = deque(maxlen=EVENT_BUFFER)
+        self.mod_revisions: dict[str, int] = {}
+        self._tasks_by_service: dict[str, set[str]] = {}
+        self._tasks_by_node: dict[str, set[str]] = {}
+        self._index: dict[str, int] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._event_queues: set[asyncio.Queue[Event]] = set()
+        self._synced = asyncio.Event()
+
+    # ---- reads -------------------------------------------------------------------------
+    def index(self, topic: str) -> int:
+        """The revision of the last change to topic (at least 1, as Consul's X-Consul-Index)."""
+        return max(1, self._index.get(topic, 0))
+
+    def tasks_of_service(self, service: str) -> list[Task]:
+        ids = self._tasks_by_service.get(service, ())
+        return sorted((self.tasks[i] for i in ids), key=lambda t: (t.created_at, t.id))
+
+    def tasks_on_node(self, node: str) -> list[Task]:
+        ids = self._tasks_by_node.get(node, ())
+        return sorted((self.tasks[i] for i in ids), key=lambda t: (t.created_at, t.id))
+
+    def latest_taskdef(self, family: str) -> TaskDefinition | None:
+        revs = [rev for (fam, rev) in self.taskdefs if fam == family]
+        return self.taskdefs[(family, max(revs))] if revs else None
+
+    def taskdef_revisions(self, family: str) -> list[TaskDefinition]:
+        return sorted(
+            (td for (fam, _), td in self.taskdefs.items() if fam == family),
+            key=lambda td: td.revision,
+        )
+
+    # ---- waiting -----------------------------------------------------------------------
+    async def wait(self, topic: str, index: int, timeout: float) -> int:
+        """Block until topic's index exceeds `index` or timeout passes; return the index."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.index(topic) <= index:
+                    await self._event_for(topic).wait()
+        return self.index(topic)
+
+    async def wait_revision(self, revision: int, timeout: float = 10.0) -> None:
+        """Block until the cache has applied `revision` (read-your-writes after a commit)."""
+        async with asyncio.timeout(timeout):
+            while self.revision < revision:
+                await self._event_for(Topic.ANY).wait()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def subscribe_events(self) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=10000)
+        self._event_queues.add(queue)
+        return queue
+
+    def unsubscribe_events(self, queue: asyncio.Queue[Event]) -> None:
+        self._event_queues.discard(queue)
+
+    def _event_for(self, topic: str) -> asyncio.Event:
+        event = self._changed.get(topic)
+        if event is None:
+            event = self._changed[topic] = asyncio.Event()
+        return event
+
+    def _bump(self, topics: Iterable[str], revision: int) -> None:
+        for topic in (*topics, Topic.ANY):
+            self._index[topic] = revision
+            event = self._changed.pop(topic, None)
+            if event is not None:
+                event.set()
+
+    # ---- feeding -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """List, then follow the watch forever; re-list after compaction. Cancel to stop."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._relist()
+                backoff = 0.1
+                async for change in self._watch():
+                    self._apply(change)
+            except Compacted:
+                log.warning("state watch fell behind compaction; re-listing")
+            except StoreClosed:
+                raise
+            except (OSError, RuntimeError) as exc:  # engine hiccup: retry from a fresh list
+                log.warning("state watch failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _watch(self) -> AsyncIterator[WatchEvent]:
+        iterator = self._store.watch(ROOT, self.revision + 1)
+        try:
+            async for change in iterator:
+                yield change
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _relist(self) -> None:
+        kvs, revision = await self._store.range(ROOT)
+        old_topics = list(self._index)
+        self._clear()
+        for kv in kvs:
+            self._load(kv)
+        self.revision = revision
+        self._bump(old_topics + list(self._index), revision)
+        self._synced.set()
+
+    def _clear(self) -> None:
+        self.services.clear()
+        self.tasks.clear()
+        self.nodes.clear()
+        self.taskdefs.clear()
+        self.meta.clear()
+        self.events.clear()
+        self.mod_revisions.clear()
+        self._tasks_by_service.clear()
+        self._tasks_by_node.clear()
+
+    def _apply(self, change: WatchEvent) -> None:
+        kv = change.kv
+        kind = key_kind(kv.key)
+        if kind is None:
+            return
+        old = self._lookup(kind, kv.key)
+        topics = set(_topics(kind, kv.key, old))
+        if change.type == "delete":
+            self._remove(kind, kv.key)
+            new = None
+        else:
+            new = self._load(kv)
+            topics.update(_topics(kind, kv.key, new))
+        self.revision = max(self.revision, kv.mod_revision)
+        self._bump(topics, kv.mod_revision)
+        if isinstance(new, Event) and old is None:
+            for queue in list(self._event_queues):
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(new)
+
+    def _lookup(self, kind: Kind, key: str) -> BaseModel | None:
+        name = key.rsplit("/", 1)[-1]
+        if kind is Kind.TASK:
+            return self.tasks.get(name)
+        if kind is Kind.SERVICE:
+            return self.services.get(name)
+        if kind is Kind.NODE:
+            return self.nodes.get(name)
+        return None
+
+    def _load(self, kv: KeyValue) -> BaseModel | None:
+        kind = key_kind(kv.key)
+        if kind is None:
+            return None
+        name = kv.key.rsplit("/", 1)[-1]
+        self.mod_revisions[kv.key] = kv.mod_revision
+        if kind is Kind.META:
+            self.meta[name] = kv.value
+            return None
+        try:
+            obj = decode(kind, kv.value)
+        except ValueError:
+            log.error("skipping undecodable value at %s", kv.key)
+            return None
+        if isinstance(obj, Task):
+            self._index_task(obj)
+        elif isinstance(obj, Service):
+            self.services[name] = obj
+        elif isinstance(obj, Node):
+            self.nodes[name] = obj
+        elif isinstance(obj, TaskDefinition):
+            self.taskdefs[(obj.family, obj.revision)] = obj
+        elif isinstance(obj, Event):
+            # Events are written once and only ever deleted by trimming, which the buffer mirrors.
+            obj = obj.model_copy(update={"revision": kv.mod_revision})
+            self.events.append(obj)
+        return obj
+
+    def _index_task(self, task: Task) -> None:
+        old = self.tasks.get(task.id)
+        if old is not None and old.node and old.node != task.node:
+            self._tasks_by_node.get(old.node, set()).discard(task.id)
+        self.tasks[task.id] = task
+        self._tasks_by_service.setdefault(task.service, set()).add(task.id)
+        if task.node:
+            self._tasks_by_node.setdefault(task.node, set()).add(task.id)
+
+    def _remove(self, kind: Kind, key: str) -> None:
+        name = key.rsplit("/", 1)[-1]
+        self.mod_revisions.pop(key, None)
+        if kind is Kind.TASK:
+            task = self.tasks.pop(name, None)
+            if task is not None:
+                self._tasks_by_service.get(task.service, set()).discard(name)
+                if task.node:
+                    self._tasks_by_node.get(task.node, set()).discard(name)
+        elif kind is Kind.SERVICE:
+            self.services.pop(name, None)
+        elif kind is Kind.NODE:
+            self.nodes.pop(name, None)
+        elif kind is Kind.TASKDEF:
+            family, rev = key.split("/")[-2:]
+            self.taskdefs.pop((family, int(rev)), None)
+        elif kind is Kind.META:
+            self.meta.pop(name, None)

@@ -1,0 +1,88 @@
+"""The key layout of moorage state, and how values are encoded.
+
+/moorage/services/<name>                     Service
+/moorage/taskdefs/<family>/<revision:08d>    TaskDefinition (immutable, created by CAS)
+/moorage/tasks/<id>                          Task
+/moorage/nodes/<name>                        Node
+/moorage/events/<time_ns:020d>-<rand>        Event (trimmed to the newest N)
+/moorage/meta/<name>                         small cluster-wide values (join token, ...)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from moorage.model import Event, Node, Service, Task, TaskDefinition
+
+ROOT = "/moorage/"
+
+
+class Kind(StrEnum):
+    SERVICE = "services"
+    TASKDEF = "taskdefs"
+    TASK = "tasks"
+    NODE = "nodes"
+    EVENT = "events"
+    META = "meta"
+
+
+MODELS: dict[Kind, type[BaseModel]] = {
+    Kind.SERVICE: Service,
+    Kind.TASKDEF: TaskDefinition,
+    Kind.TASK: Task,
+    Kind.NODE: Node,
+    Kind.EVENT: Event,
+}
+
+
+def prefix(kind: Kind) -> str:
+    return f"{ROOT}{kind.value}/"
+
+
+def service_key(name: str) -> str:
+    return f"{ROOT}services/{name}"
+
+
+def taskdef_key(family: str, revision: int) -> str:
+    return f"{ROOT}taskdefs/{family}/{revision:08d}"
+
+
+def taskdef_prefix(family: str) -> str:
+    return f"{ROOT}taskdefs/{family}/"
+
+
+def task_key(task_id: str) -> str:
+    return f"{ROOT}tasks/{task_id}"
+
+
+def node_key(name: str) -> str:
+    return f"{ROOT}nodes/{name}"
+
+
+def event_key(event_id: str) -> str:
+    return f"{ROOT}events/{event_id}"
+
+
+def meta_key(name: str) -> str:
+    return f"{ROOT}meta/{name}"
+
+
+def key_kind(key: str) -> Kind | None:
+    if not key.startswith(ROOT):
+        return None
+    head = key[len(ROOT) :].split("/", 1)[0]
+    try:
+        return Kind(head)
+    except ValueError:
+        return None
+
+
+def encode(obj: BaseModel) -> bytes:
+    return obj.model_dump_json().encode()
+
+
+def decode(kind: Kind, raw: bytes) -> BaseModel | None:
+    model = MODELS.get(kind)
+    return None if model is None else model.model_validate_json(raw)

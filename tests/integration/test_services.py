@@ -1,0 +1,150 @@
+"""A single-node moorage running real services: the foundation's must-show list."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from .cluster import Cluster, http_spec, pid_alive, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def child_pids(tasks: list[dict]) -> list[int]:
+    return [c["pid"] for t in tasks for c in t["containers"] if c.get("pid")]
+
+
+def test_three_tasks_come_up_and_answer_on_their_host_ports(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=3))
+    tasks = cluster.wait_running("web", 3)
+    ports = sorted(t["ports"]["http"] for t in tasks)
+    assert len(set(ports)) == 3
+    for task in tasks:
+        answer = wait_for(lambda t=task: _get(t["ports"]["http"]), 10, what="an HTTP answer")
+        assert answer == f"task={task['id']} port={task['ports']['http']}\n"
+    table = cluster.cli("services").stdout
+    assert "web" in table and "stable" in table
+
+
+def _get(port: int) -> str | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+    except httpx.HTTPError:
+        return None
+
+
+def test_kill9_of_a_task_is_restarted_within_2s_and_counted(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=3))
+    tasks = cluster.wait_running("web", 3)
+    victim = tasks[0]
+    pid = child_pids([victim])[0]
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        task = cluster.http.get(f"/v1/tasks/{victim['id']}").json()
+        return (
+            task["restarts"] == 1
+            and task["status"] == "running"
+            and len(cluster.running("web")) == 3
+        )
+
+    wait_for(restarted, 10, 0.02, "the killed task to run again")
+    elapsed = time.monotonic() - killed_at
+    assert elapsed < 2.0, f"back to 3 running after {elapsed:.2f}s"
+    listed = {t["id"]: t for t in cluster.cli_json("ps", "web")}
+    assert listed[victim["id"]]["restarts"] == 1
+    assert child_pids([listed[victim["id"]]])[0] != pid
+    assert sum(t["restarts"] for t in listed.values()) == 1
+    events = cluster.cli("events").stdout
+    assert f"restarting task {victim['id']}" in events
+    assert "exit code" in events or "signal" in events
+
+
+def test_agent_sigkill_and_restart_reattaches_without_restarts(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=2))
+    before = cluster.wait_running("web", 2)
+    pids = child_pids(before)
+    cluster.agent.kill9()
+    assert all(pid_alive(p) for p in pids), "tasks must survive the agent"
+    cluster.agent.start()
+    time.sleep(1.0)  # let the new agent settle and report
+    after = cluster.wait_running("web", 2)
+    assert sorted(child_pids(after)) == sorted(pids)
+    assert all(t["restarts"] == 0 for t in after)
+    # The recovered tasks are managed: scale up, then stop acts on the old ones too.
+    cluster.cli("scale", "web", "3")
+    cluster.wait_running("web", 3)
+    cluster.cli("stop", "web")
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 15, what="recovered tasks to stop")
+    wait_for(
+        lambda: not [t for t in cluster.tasks("web") if t["status"] not in ("stopped",)],
+        15,
+        what="every task stopped",
+    )
+
+
+def test_server_kill9_keeps_state_intact(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=2))
+    cluster.deploy(http_spec(count=2, memory=65))  # a second revision
+    tasks = cluster.wait_running("web", 2)
+    before_services = cluster.http.get("/v1/services").json()
+    before_defs = cluster.http.get("/v1/taskdefs/web").json()
+    before_ids = sorted(t["id"] for t in cluster.tasks("web"))
+    cluster.server.kill9()
+    cluster.server.start()
+    assert cluster.http.get("/v1/services").json() == before_services
+    assert cluster.http.get("/v1/taskdefs/web").json() == before_defs
+    assert [d["revision"] for d in before_defs] == [1, 2]
+    time.sleep(1.5)  # the reconciler runs again: nothing may be duplicated
+    after = cluster.wait_running("web", 2)
+    assert sorted(t["id"] for t in after) == sorted(t["id"] for t in tasks)
+    assert sorted(t["id"] for t in cluster.tasks("web")) == before_ids
+
+
+def test_scale_up_and_down_converge_exactly_and_stop_removes_everything(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=1))
+    cluster.wait_running("web", 1)
+    for count in (4, 2, 5, 0, 3):
+        cluster.cli("scale", "web", str(count))
+        cluster.wait_running("web", count)
+        live = [t for t in cluster.tasks("web") if t["desired"] == "run"]
+        assert len(live) == count
+    pids = child_pids(cluster.running("web"))
+    cluster.cli("stop", "web")
+    wait_for(lambda: all(not pid_alive(p) for p in pids), 15, what="processes to end")
+    wait_for(lambda: cluster.cli_json("ps", "web") == [], 15, what="ps to be empty")
+    summary = cluster.cli_json("services")[0]
+    assert summary["status"] == "stopped" and summary["running"] == 0
+
+
+def test_a_task_that_fits_nowhere_stays_pending_with_its_reason(small_cluster: Cluster) -> None:
+    c = small_cluster
+    c.deploy(http_spec(name="big", count=1, memory=4096))
+    reason = "no node has 4096 MiB of free memory"
+    wait_for(
+        lambda: [t for t in c.tasks("big") if t["message"] == reason],
+        10,
+        what="the unplaced reason",
+    )
+    row = c.cli_json("ps", "big")[0]
+    assert row["status"] == "pending" and row["message"] == reason and row["node"] is None
+    assert reason in c.cli("ps", "big").stdout
+    assert reason in c.cli("events").stdout
+    assert reason in c.cli_json("services")[0]["message"]
+
+
+def test_logs_are_prefixed_by_task_id(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=2))
+    tasks = cluster.wait_running("web", 2)
+    for task in tasks:
+        wait_for(lambda t=task: _get(t["ports"]["http"]), 10)
+    out = wait_for(
+        lambda: (o := cluster.cli("logs", "web").stdout).count("listening on") >= 2 and o, 10
+    )
+    for task in tasks:
+        assert f"{task['id']} | listening on {task['ports']['http']}" in out
