@@ -21,6 +21,8 @@ import aiohttp
 from moorage.agent.agent import Agent
 from moorage.server.app import Server, ServerConfig
 
+__all__ = ["Agent", "DevConfig", "ServerConfig", "dev", "node_name", "run", "run_agent", "serve"]
+
 log = logging.getLogger("moorage")
 
 
@@ -29,12 +31,12 @@ class DevConfig:
     data_dir: Path
     http_addr: tuple[str, int]
     agent_addr: tuple[str, int]
-    node_name: str = field(default_factory=lambda: _node_name())
+    node_name: str = field(default_factory=lambda: node_name())
     attrs: dict[str, str] = field(default_factory=dict)
     demo_dir: Path | None = None
 
 
-def _node_name() -> str:
+def node_name() -> str:
     name = socket.gethostname().split(".")[0].lower()
     cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
     return cleaned or "local"

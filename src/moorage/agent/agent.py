@@ -85,7 +85,9 @@ class Agent:
     def task_dir(self, task_id: str) -> Path:
         return self.data_dir / "alloc" / task_id
 
-    async def run(self, ready: asyncio.Event | None = None, stop_tasks_on_exit: bool = False) -> None:
+    async def run(
+        self, ready: asyncio.Event | None = None, stop_tasks_on_exit: bool = False
+    ) -> None:
         """Run until cancelled. With stop_tasks_on_exit, every task is stopped and reported first."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         async with aiohttp.ClientSession() as session:
@@ -207,16 +209,33 @@ class Agent:
                 return
             runner.request_stop("restarting")
             await runner.done.wait()
-        if task.generation > task.run_generation or (runner is None and task.status in (TaskStatus.ASSIGNED,)):
+        if task.generation > task.run_generation or (
+            runner is None and task.status in (TaskStatus.ASSIGNED,)
+        ):
             await self._start(task, task.generation)
         elif runner is None and task.status in (TaskStatus.STARTING, TaskStatus.RUNNING):
-            lost = _stopped_report(task) | {"status": TaskStatus.LOST.value, "message": "the agent lost track of this task"}
+            lost = _stopped_report(task) | {
+                "status": TaskStatus.LOST.value,
+                "message": "the agent lost track of this task",
+            }
             await self.report(task.id, lost)
 
-    async def _start(self, task: Task, generation: int, saved: SavedTask | None = None) -> TaskRunner:
+    async def _start(
+        self, task: Task, generation: int, saved: SavedTask | None = None
+    ) -> TaskRunner:
         assert self.client is not None
         taskdef = await self.client.taskdef(task.family, task.revision)
-        runner = TaskRunner(task, taskdef, generation, self.driver, self.handles, self.task_dir(task.id), self.name, self.report, saved)
+        runner = TaskRunner(
+            task,
+            taskdef,
+            generation,
+            self.driver,
+            self.handles,
+            self.task_dir(task.id),
+            self.name,
+            self.report,
+            saved,
+        )
         self.runners[task.id] = runner
         self._runner_tasks[task.id] = asyncio.create_task(runner.run(), name=f"task-{task.id}")
         return runner

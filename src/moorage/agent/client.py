@@ -16,16 +16,24 @@ class ServerError(Exception):
 
 
 class ServerClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None = None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, token: str | None = None
+    ) -> None:
         self.session = session
         self.base = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._taskdefs: dict[tuple[str, int], TaskDefinition] = {}
 
-    async def _call(self, method: str, path: str, timeout: float = 10, **kwargs: Any) -> tuple[Any, dict[str, str]]:
+    async def _call(
+        self, method: str, path: str, timeout: float = 10, **kwargs: Any
+    ) -> tuple[Any, dict[str, str]]:
         try:
             async with self.session.request(
-                method, self.base + path, headers=self.headers, timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+                method,
+                self.base + path,
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                **kwargs,
             ) as response:
                 body = await response.json(content_type=None)
                 if response.status >= 400:
@@ -36,7 +44,9 @@ class ServerClient:
             raise ServerError(0, f"cannot reach the server at {self.base}: {exc!r}") from None
 
     async def register(self, node: Node) -> Node:
-        body, _ = await self._call("PUT", f"/v1/nodes/{node.name}", json=node.model_dump(mode="json"))
+        body, _ = await self._call(
+            "PUT", f"/v1/nodes/{node.name}", json=node.model_dump(mode="json")
+        )
         return Node.model_validate(body)
 
     async def heartbeat(self, name: str) -> None:
@@ -44,7 +54,9 @@ class ServerClient:
 
     async def node_tasks(self, name: str, index: int, wait: float) -> tuple[list[Task], int]:
         params = {"index": str(index), "wait": f"{wait:g}s"}
-        body, headers = await self._call("GET", f"/v1/nodes/{name}/tasks", timeout=wait * 1.2 + 10, params=params)
+        body, headers = await self._call(
+            "GET", f"/v1/nodes/{name}/tasks", timeout=wait * 1.2 + 10, params=params
+        )
         return [Task.model_validate(t) for t in body], int(headers.get("X-Moorage-Index", "0"))
 
     async def taskdef(self, family: str, revision: int) -> TaskDefinition:

@@ -1,6 +1,6 @@
 """Handles of the workloads this agent runs, saved on disk so a restarted agent recovers them.
 
-    <data_dir>/tasks/<task_id>.json    {"task_id", "generation", "started_at", "handles": [...]}
+<data_dir>/tasks/<task_id>.json    {"task_id", "generation", "started_at", "handles": [...]}
 """
 
 from __future__ import annotations
@@ -50,7 +50,11 @@ class HandleStore:
             try:
                 data = json.loads(path.read_text())
                 handles = [TaskHandle.from_json(h) for h in data["handles"]]
-                out.append(SavedTask(data["task_id"], int(data["generation"]), float(data["started_at"]), handles))
+                out.append(
+                    SavedTask(
+                        data["task_id"], int(data["generation"]), float(data["started_at"]), handles
+                    )
+                )
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)
         return out

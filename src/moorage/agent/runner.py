@@ -1,8 +1,8 @@
 """One task on this node: start its containers, watch them, report, stop on request.
 
-    start containers (in order) ─▶ report running ─▶ wait: an essential container exits
-                                                        │     └─▶ stop the others ─▶ report exited
-                                                        └ stop requested ─▶ stop all ─▶ report stopped
+start containers (in order) ─▶ report running ─▶ wait: an essential container exits
+                                                    │     └─▶ stop the others ─▶ report exited
+                                                    └ stop requested ─▶ stop all ─▶ report stopped
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ def task_env(task: Task, container: Container, node: str) -> dict[str, str]:
         if position == 0:
             env["PORT"] = str(host)
         env[f"PORT_{port.name.upper().replace('-', '_')}"] = str(host)
-    env.update({"MOORAGE_TASK_ID": task.id, "MOORAGE_SERVICE": task.service, "MOORAGE_NODE": node, "MOORAGE_REVISION": str(task.revision)})
+    env.update(
+        {
+            "MOORAGE_TASK_ID": task.id,
+            "MOORAGE_SERVICE": task.service,
+            "MOORAGE_NODE": node,
+            "MOORAGE_REVISION": str(task.revision),
+        }
+    )
     return env
 
 
@@ -123,13 +130,19 @@ class TaskRunner:
                 done, _ = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done:
                     break
-                ended = [(waits.pop(w), w.result()) for w in done]
+                finished = [w for w in waits if w in done]
+                ended = [(waits.pop(w), w.result()) for w in finished]
                 for handle, result in ended:
                     results[handle.container] = result
                 essential = [(h, r) for h, r in ended if self._container(h.container).essential]
                 if essential or not waits:
                     handle, result = (essential or ended)[0]
-                    await self._finish(TaskStatus.EXITED, f"{handle.container}: {result.describe()}", result.exit_code, results)
+                    await self._finish(
+                        TaskStatus.EXITED,
+                        f"{handle.container}: {result.describe()}",
+                        result.exit_code,
+                        results,
+                    )
                     return
         finally:
             stopper.cancel()
@@ -137,7 +150,9 @@ class TaskRunner:
                 waiter.cancel()
         await self._finish(TaskStatus.STOPPED, self.stop_reason or "stopped", None, results)
 
-    async def _finish(self, status: TaskStatus, message: str, code: int | None, results: dict[str, ExitResult]) -> None:
+    async def _finish(
+        self, status: TaskStatus, message: str, code: int | None, results: dict[str, ExitResult]
+    ) -> None:
         results.update(await self._stop_handles())
         states = self._states(results)
         for handle in self.handles:
@@ -179,7 +194,14 @@ class TaskRunner:
             )
         return states
 
-    async def _send(self, status: TaskStatus, message: str, code: int | None, states: list[ContainerState], finished: bool = False) -> None:
+    async def _send(
+        self,
+        status: TaskStatus,
+        message: str,
+        code: int | None,
+        states: list[ContainerState],
+        finished: bool = False,
+    ) -> None:
         body = {
             "status": status.value,
             "message": message,

@@ -123,12 +123,26 @@ def server(data_dir: str, http_addr: str, dns_addr: str, agent_addr: str) -> Non
     show_default=True,
     help="Address other machines reach this node at.",
 )
+@click.option(
+    "--cpu",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU units to offer, 1024 = one core (default: read from the machine).",
+)
+@click.option(
+    "--memory",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Memory to offer in MiB (default: read from the machine).",
+)
 @common_options
 def agent(
     server_url: str,
     name: str | None,
     attrs: tuple[str, ...],
     advertise: str,
+    cpu: int | None,
+    memory: int | None,
     data_dir: str,
     http_addr: str,
     dns_addr: str,
@@ -139,11 +153,13 @@ def agent(
 
     node = daemon.Agent(
         server_url=server_url,
-        name=name or daemon._node_name(),
+        name=name or daemon.node_name(),
         data_dir=Path(data_dir).resolve() / "agent",
         http_addr=parse_addr(agent_addr, "agent-addr"),
         attrs=parse_attrs(attrs),
         advertise_address=advertise,
+        cpu=cpu,
+        memory=memory,
     )
     daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))
 

@@ -55,13 +55,10 @@ async def run_as_leader(leadership: Leadership, loops: Sequence[tuple[str, Loop]
     while True:
         await leadership.wait_leader()
         log.info("leadership acquired; starting %d loops", len(loops))
-        try:
-            async with asyncio.TaskGroup() as group:
-                lost = group.create_task(leadership.wait_lost())
-                workers = [group.create_task(run_restarting(n, f)) for n, f in loops]
-                await lost
-                for worker in workers:
-                    worker.cancel()
-        except* asyncio.CancelledError:
-            raise
+        async with asyncio.TaskGroup() as group:
+            lost = group.create_task(leadership.wait_lost())
+            workers = [group.create_task(run_restarting(n, f)) for n, f in loops]
+            await lost
+            for worker in workers:
+                worker.cancel()
         log.warning("leadership lost; loops stopped")

@@ -11,6 +11,7 @@ so it starts fast and keeps working whatever the agent does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,10 +109,8 @@ def main(spec_path: str) -> int:
     write_json(Path(spec["pid_file"]), {"pid": child.pid})
 
     def forward(signum: int, _frame: object) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signum)
-        except ProcessLookupError:
-            pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -134,10 +133,8 @@ def main(spec_path: str) -> int:
     }
     write_json(exit_path, result)
     if cgroup:
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(cgroup)
-        except OSError:
-            pass
     return 0
 
 

@@ -94,14 +94,9 @@ class ProcessDriver:
         }
         spec_path = run / f"{container.name}.json"
         spec_path.write_text(json.dumps(spec))
-        with (run / f"{container.name}.executor.log").open("ab") as errors:
-            executor = subprocess.Popen(
-                [sys.executable, "-m", "moorage.drivers._executor", str(spec_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=errors,
-                stderr=errors,
-                start_new_session=True,
-            )
+        executor = await asyncio.to_thread(
+            _spawn_executor, spec_path, run / f"{container.name}.executor.log"
+        )
         self._children[executor.pid] = executor
         handle = TaskHandle(
             self.name,
@@ -227,6 +222,17 @@ class ProcessDriver:
 
     def memory_enforced(self, handle: TaskHandle) -> bool:
         return bool(handle.state.get("cgroup"))
+
+
+def _spawn_executor(spec_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-m", "moorage.drivers._executor", str(spec_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=errors,
+            stderr=errors,
+            start_new_session=True,
+        )
 
 
 def driver_error(exc: Exception) -> DriverError:

@@ -52,4 +52,5 @@ __all__ = [
     "format_duration",
     "parse_duration",
     "parse_specs",
+    "validate_body",
 ]

@@ -43,7 +43,7 @@ class Constraint(BaseModel):
                 raise ValueError(f"{text!r}: the list is empty")
         else:
             values = (rest.strip(),)
-        return cls(attr=match.group("attr"), op=op, values=values)  # type: ignore[arg-type]
+        return cls(attr=match.group("attr"), op=op, values=values)
 
     def matches(self, attrs: dict[str, str]) -> bool:
         """Whether a node with these attributes satisfies this (non distinct_hosts) constraint."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -164,7 +164,9 @@ class TaskDefinition(Strict):
 
     def content_hash(self) -> str:
         """Hash of what runs (not family, revision or time): equal hash means no new revision."""
-        body = {"containers": [c.model_dump(mode="json") for c in self.containers]}
-        body["volumes"] = {k: v.model_dump(mode="json") for k, v in sorted(self.volumes.items())}
+        body: dict[str, Any] = {
+            "containers": [c.model_dump(mode="json") for c in self.containers],
+            "volumes": {k: v.model_dump(mode="json") for k, v in sorted(self.volumes.items())},
+        }
         raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:16]

@@ -129,10 +129,7 @@ def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
     for position, ask in enumerate(asks):
         if ask.count <= 0:
             continue
-        if ask.strategy == "spread":
-            placed = _spread(work, ask)
-        else:
-            placed = _binpack(work, ask)
+        placed = _spread(work, ask) if ask.strategy == "spread" else _binpack(work, ask)
         if placed:
             plan.placements[position] = placed
         if len(placed) < ask.count:

@@ -18,7 +18,9 @@ def _rejection(work: Work, node: NodeInfo, ask: Ask) -> str:
     for constraint in ask.constraints:
         if constraint.op != "distinct_hosts" and not constraints_ok(node, _only(ask, constraint)):
             return f"constraint:{constraint}"
-    if any(c.op == "distinct_hosts" for c in ask.constraints) and work.counts.get((node.name, ask.service), 0):
+    if any(c.op == "distinct_hosts" for c in ask.constraints) and work.counts.get(
+        (node.name, ask.service), 0
+    ):
         return "distinct_hosts"
     if work.free_cpu(node) < ask.cpu:
         return "cpu"

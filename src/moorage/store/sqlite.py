@@ -69,7 +69,13 @@ def _prefix_end(prefix: str) -> str:
 class SqliteStore:
     """`Store` over one SQLite file. Open with `await SqliteStore.open(path)`."""
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, history_limit: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        history_limit: int,
+        clock: Callable[[], float],
+    ) -> None:
         self._conn = conn
         self._executor = executor
         self._history_limit = history_limit
@@ -91,7 +97,9 @@ class SqliteStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-sqlite")
         conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, str(path))
         store = cls(conn, executor, history_limit, clock)
-        store._expiry = asyncio.create_task(store._expire_loop(lease_check_interval), name="sqlite-lease-expiry")
+        store._expiry = asyncio.create_task(
+            store._expire_loop(lease_check_interval), name="sqlite-lease-expiry"
+        )
         return store
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
@@ -108,7 +116,9 @@ class SqliteStore:
         return await self._run(self._get_sync, key)
 
     def _get_sync(self, key: str) -> KeyValue | None:
-        row = self._conn.execute("SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self._conn.execute(
+            "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?", (key,)
+        ).fetchone()
         return KeyValue(*row) if row else None
 
     async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
@@ -129,7 +139,9 @@ class SqliteStore:
         return [KeyValue(*r) for r in rows]
 
     def _meta(self, name: str) -> int:
-        return int(self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+        return int(
+            self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
+        )
 
     async def revision(self) -> int:
         return await self._run(self._meta, "revision")
@@ -141,9 +153,13 @@ class SqliteStore:
     async def delete(self, key: str, prefix: bool = False) -> int:
         return (await self.txn([], [Delete(key, prefix)])).revision
 
-    async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
         result = await self._run(self._txn_sync, list(compares), list(success), list(failure))
-        if result.revision and any(not isinstance(op, Get) for op in (success if result.succeeded else failure)):
+        if result.revision and any(
+            not isinstance(op, Get) for op in (success if result.succeeded else failure)
+        ):
             self._notify()
         return result
 
@@ -171,7 +187,13 @@ class SqliteStore:
         if c.target == "value":
             actual = kv.value if kv else b""
         else:
-            actual = {"mod": kv.mod_revision, "create": kv.create_revision, "version": kv.version}[c.target] if kv else 0
+            actual = (
+                {"mod": kv.mod_revision, "create": kv.create_revision, "version": kv.version}[
+                    c.target
+                ]
+                if kv
+                else 0
+            )
         if c.op == "==":
             return actual == c.value
         if c.op == "!=":
@@ -283,7 +305,9 @@ class SqliteStore:
             if len(rows) < WATCH_BATCH:
                 await changed.wait()
 
-    def _history_sync(self, prefix: str, end: str, cursor: tuple[int, int]) -> tuple[list[tuple[int, int, WatchEvent]], int]:
+    def _history_sync(
+        self, prefix: str, end: str, cursor: tuple[int, int]
+    ) -> tuple[list[tuple[int, int, WatchEvent]], int]:
         self._conn.execute("BEGIN")
         try:
             compact = self._meta("compact")
@@ -308,7 +332,9 @@ class SqliteStore:
         with self._conn:
             lease = self._meta("lease_seq") + 1
             self._conn.execute("UPDATE meta SET value = ? WHERE name = 'lease_seq'", (lease,))
-            self._conn.execute("INSERT INTO leases VALUES (?, ?, ?)", (lease, ttl, self._clock() + ttl))
+            self._conn.execute(
+                "INSERT INTO leases VALUES (?, ?, ?)", (lease, ttl, self._clock() + ttl)
+            )
         return lease
 
     async def lease_keepalive(self, lease: int) -> float:
@@ -316,10 +342,14 @@ class SqliteStore:
 
     def _keepalive_sync(self, lease: int) -> float:
         with self._conn:
-            row = self._conn.execute("SELECT ttl, expires FROM leases WHERE id = ?", (lease,)).fetchone()
+            row = self._conn.execute(
+                "SELECT ttl, expires FROM leases WHERE id = ?", (lease,)
+            ).fetchone()
             if row is None or row[1] <= self._clock():
                 raise LeaseNotFound(lease)
-            self._conn.execute("UPDATE leases SET expires = ? WHERE id = ?", (self._clock() + row[0], lease))
+            self._conn.execute(
+                "UPDATE leases SET expires = ? WHERE id = ?", (self._clock() + row[0], lease)
+            )
             return float(row[0])
 
     async def lease_revoke(self, lease: int) -> None:
@@ -330,10 +360,18 @@ class SqliteStore:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if must_exist and not conn.execute("SELECT 1 FROM leases WHERE id = ?", (leases[0],)).fetchone():
+            if (
+                must_exist
+                and not conn.execute("SELECT 1 FROM leases WHERE id = ?", (leases[0],)).fetchone()
+            ):
                 raise LeaseNotFound(leases[0])
             marks = ",".join("?" * len(leases))
-            keys = [r[0] for r in conn.execute(f"SELECT key FROM kv WHERE lease IN ({marks}) ORDER BY key", leases)]
+            keys = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT key FROM kv WHERE lease IN ({marks}) ORDER BY key", leases
+                )
+            ]
             conn.execute(f"DELETE FROM leases WHERE id IN ({marks})", leases)
             wrote = False
             if keys:
@@ -350,7 +388,12 @@ class SqliteStore:
             raise
 
     def _expired_sync(self) -> list[int]:
-        return [r[0] for r in self._conn.execute("SELECT id FROM leases WHERE expires <= ?", (self._clock(),))]
+        return [
+            r[0]
+            for r in self._conn.execute(
+                "SELECT id FROM leases WHERE expires <= ?", (self._clock(),)
+            )
+        ]
 
     async def _expire_loop(self, interval: float) -> None:
         while True:

@@ -67,7 +67,9 @@ class MemoryStore:
     async def delete(self, key: str, prefix: bool = False) -> int:
         return (await self.txn([], [Delete(key, prefix)])).revision
 
-    async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
         self._check()
         ok = all(self._holds(c) for c in compares)
         ops = success if ok else failure
@@ -79,7 +81,11 @@ class MemoryStore:
         responses: list[list[KeyValue]] = []
         for op in ops:
             if isinstance(op, Get):
-                responses.append(self._range(op.key) if op.prefix else [kv for kv in [self._kv.get(op.key)] if kv])
+                responses.append(
+                    self._range(op.key)
+                    if op.prefix
+                    else [kv for kv in [self._kv.get(op.key)] if kv]
+                )
             elif isinstance(op, Put):
                 self._put(op, revision)
                 wrote = True
@@ -99,7 +105,9 @@ class MemoryStore:
         if c.target == "value":
             actual = kv.value if kv else b""
         else:
-            attr = {"mod": "mod_revision", "create": "create_revision", "version": "version"}[c.target]
+            attr = {"mod": "mod_revision", "create": "create_revision", "version": "version"}[
+                c.target
+            ]
             actual = getattr(kv, attr) if kv else 0
         if c.op == "==":
             return actual == c.value
@@ -111,7 +119,14 @@ class MemoryStore:
 
     def _put(self, op: Put, revision: int) -> None:
         prev = self._kv.get(op.key)
-        kv = KeyValue(op.key, op.value, prev.create_revision if prev else revision, revision, prev.version + 1 if prev else 1, op.lease)
+        kv = KeyValue(
+            op.key,
+            op.value,
+            prev.create_revision if prev else revision,
+            revision,
+            prev.version + 1 if prev else 1,
+            op.lease,
+        )
         if prev is None:
             bisect.insort(self._keys, op.key)
         self._kv[op.key] = kv

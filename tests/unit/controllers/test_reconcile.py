@@ -67,11 +67,8 @@ def run_agent(snapshot: Snapshot) -> Snapshot:
         if task.desired == Desired.STOP and not task.status.terminal:
             task = task.model_copy(update={"status": TaskStatus.STOPPED})
         elif (
-            (task.desired == Desired.RUN
-            and task.node
-            and task.run_generation < task.generation)
-            or task.status == TaskStatus.ASSIGNED
-        ):
+            task.desired == Desired.RUN and task.node and task.run_generation < task.generation
+        ) or task.status == TaskStatus.ASSIGNED:
             task = task.model_copy(
                 update={"status": TaskStatus.RUNNING, "run_generation": task.generation}
             )

@@ -10,8 +10,7 @@ import pytest
 from moorage.model import Conflict, Service, ServiceSpec, Task, parse_specs
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
-from moorage.store import Put
-from moorage.store import Store
+from moorage.store import Put, Store
 from moorage.store.sqlite import SqliteStore
 from moorage.testing.memstore import MemoryStore
 
@@ -23,8 +22,12 @@ def spec(memory: int = 32) -> ServiceSpec:
 
 
 @pytest.fixture(params=["sqlite", "memory"])
-async def state(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, StateCache, StateWriter]]:
-    store: Store = await SqliteStore.open(":memory:") if request.param == "sqlite" else MemoryStore()
+async def state(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Store, StateCache, StateWriter]]:
+    store: Store = (
+        await SqliteStore.open(":memory:") if request.param == "sqlite" else MemoryStore()
+    )
     cache = StateCache(store)
     runner = asyncio.create_task(cache.run())
     await cache.wait_synced()
@@ -37,7 +40,9 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, St
         await store.close()
 
 
-async def test_deploy_is_read_your_writes_and_idempotent(state: tuple[Store, StateCache, StateWriter]) -> None:
+async def test_deploy_is_read_your_writes_and_idempotent(
+    state: tuple[Store, StateCache, StateWriter],
+) -> None:
     _store, cache, writer = state
     service, taskdef, created = await writer.deploy(spec())
     assert created and taskdef.revision == 1
@@ -50,15 +55,21 @@ async def test_deploy_is_read_your_writes_and_idempotent(state: tuple[Store, Sta
     assert [e.type for e in cache.events] == ["service.deployed"] * 3
 
 
-async def test_concurrent_registrations_get_distinct_revisions(state: tuple[Store, StateCache, StateWriter]) -> None:
+async def test_concurrent_registrations_get_distinct_revisions(
+    state: tuple[Store, StateCache, StateWriter],
+) -> None:
     _store, cache, writer = state
-    results = await asyncio.gather(*(writer.register_taskdef(spec(memory=10 + i)) for i in range(8)))
+    results = await asyncio.gather(
+        *(writer.register_taskdef(spec(memory=10 + i)) for i in range(8))
+    )
     revisions = sorted(td.revision for td, _ in results)
     assert revisions == list(range(1, 9))
     assert len(cache.taskdef_revisions("web")) == 8
 
 
-async def test_blocking_wait_wakes_only_its_topic(state: tuple[Store, StateCache, StateWriter]) -> None:
+async def test_blocking_wait_wakes_only_its_topic(
+    state: tuple[Store, StateCache, StateWriter],
+) -> None:
     store, cache, writer = state
     await writer.deploy(spec())
     index = cache.index(Topic.service("web"))
@@ -75,11 +86,15 @@ async def test_blocking_wait_wakes_only_its_topic(state: tuple[Store, StateCache
     # Moving a task between nodes updates both node indexes.
     moved = mine.model_copy(update={"node": "n3"})
     await writer.commit([], [Put(k.task_key(moved.id), k.encode(moved))])
-    assert cache.tasks_on_node("n2") == [] and [t.id for t in cache.tasks_on_node("n3")] == ["web-1"]
+    assert cache.tasks_on_node("n2") == [] and [t.id for t in cache.tasks_on_node("n3")] == [
+        "web-1"
+    ]
     assert await store.revision() == cache.revision
 
 
-async def test_wait_times_out_with_the_same_index(state: tuple[Store, StateCache, StateWriter]) -> None:
+async def test_wait_times_out_with_the_same_index(
+    state: tuple[Store, StateCache, StateWriter],
+) -> None:
     _store, cache, _writer = state
     index = cache.index(Topic.NODES)
     assert await cache.wait(Topic.NODES, index, timeout=0.1) == index
@@ -118,7 +133,9 @@ async def test_update_retries_on_a_lost_cas_and_raises_from_the_change(
         await writer.update(k.service_key("web"), Service, refuse)
 
 
-async def test_relist_after_compaction_keeps_the_cache_whole(state: tuple[Store, StateCache, StateWriter]) -> None:
+async def test_relist_after_compaction_keeps_the_cache_whole(
+    state: tuple[Store, StateCache, StateWriter],
+) -> None:
     store, cache, writer = state
     await writer.deploy(spec())
     revision = await store.revision()

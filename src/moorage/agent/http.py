@@ -1,0 +1,180 @@
+"""The agent's own HTTP API: logs of the tasks it runs, and a health probe.
+
+    GET /v1/health
+    GET /v1/tasks/{id}/logs?container=&stream=stdout|stderr|both&follow=true&tail=N
+
+Logs are read from the files the driver's executor writes (`<data>/alloc/<id>/logs/<container>.<stream>`,
+rotated to `.1`, `.2` …). Following survives rotation: a file whose inode changed or that shrank is
+re-opened from its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+POLL = 0.2
+CHUNK = 64 * 1024
+# How long a followed task may have no runner (it is between restarts) before the stream ends.
+FOLLOW_GRACE = 5.0
+STREAMS = ("stdout", "stderr", "both")
+
+
+def build_app(agent: Agent) -> web.Application:
+    app = web.Application()
+    app["agent"] = agent
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/tasks/{id}/logs", task_logs)
+    return app
+
+
+def _error(status: int, code: str, field: str, message: str) -> web.Response:
+    body = {"code": code, "message": message, "errors": [{"field": field, "message": message}]}
+    return web.json_response(body, status=status)
+
+
+async def health(request: web.Request) -> web.Response:
+    agent: Agent = request.app["agent"]
+    return web.json_response({"node": agent.name, "tasks": len(agent.runners)})
+
+
+async def task_logs(request: web.Request) -> web.StreamResponse:
+    agent: Agent = request.app["agent"]
+    task_id = request.match_info["id"]
+    query = request.query
+    stream = query.get("stream", "both")
+    if stream not in STREAMS:
+        return _error(400, "invalid_query", "stream", f"must be one of {', '.join(STREAMS)}")
+    tail_text = query.get("tail", "")
+    if tail_text and not tail_text.isdigit():
+        return _error(400, "invalid_query", "tail", "must be a non-negative integer")
+    tail = int(tail_text) if tail_text else None
+    follow = query.get("follow") in ("1", "true")
+    log_dir = agent.task_dir(task_id) / "logs"
+    if not log_dir.is_dir():
+        return _error(404, "not_found", "id", f"no logs for task {task_id!r} on this node")
+    container = query.get("container") or None
+    names = sorted({p.name.split(".")[0] for p in log_dir.glob("*.std*")})
+    if container is not None:
+        if container not in names:
+            return _error(
+                404, "not_found", "container", f"task {task_id} has no container {container!r}"
+            )
+        names = [container]
+    kinds = ("stdout", "stderr") if stream == "both" else (stream,)
+    followers = [_Follower(log_dir / f"{name}.{kind}") for name in names for kind in kinds]
+
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    try:
+        for follower in followers:
+            for line in follower.backlog(tail):
+                await response.write(line)
+        if follow:
+            await _follow(agent, task_id, followers, response)
+        await response.write_eof()
+    except (ConnectionError, asyncio.CancelledError):
+        # The client went away; nothing to clean up beyond the open files.
+        pass
+    finally:
+        for follower in followers:
+            follower.close()
+    return response
+
+
+async def _follow(
+    agent: Agent, task_id: str, followers: list[_Follower], response: web.StreamResponse
+) -> None:
+    idle_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        wrote = False
+        for follower in followers:
+            for line in follower.read_new():
+                await response.write(line)
+                wrote = True
+        runner = agent.runners.get(task_id)
+        if runner is not None and runner.active:
+            idle_since = None
+        elif not wrote:
+            now = loop.time()
+            idle_since = idle_since if idle_since is not None else now
+            if now - idle_since >= FOLLOW_GRACE:
+                return
+        if not wrote:
+            await asyncio.sleep(POLL)
+
+
+class _Follower:
+    """Reads one log file: its last lines, then whatever is appended, across rotations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: Any = None
+        self.inode: int | None = None
+        self.partial = b""
+
+    def _open(self) -> bool:
+        try:
+            self.file = self.path.open("rb")
+        except FileNotFoundError:
+            return False
+        self.inode = os.fstat(self.file.fileno()).st_ino
+        return True
+
+    def backlog(self, tail: int | None) -> list[bytes]:
+        """Everything in the current file (or its last `tail` lines); leaves the cursor at the end."""
+        if not self._open():
+            return []
+        if tail == 0:
+            self.file.seek(0, os.SEEK_END)
+            return []
+        lines: deque[bytes] | list[bytes] = deque(maxlen=tail) if tail is not None else []
+        for line in self._read_lines():
+            lines.append(line)
+        return list(lines)
+
+    def read_new(self) -> list[bytes]:
+        if self.file is None and not self._open():
+            return []
+        lines = list(self._read_lines())
+        if self._rotated():
+            # The writer moved on to a fresh file: finish the old one, then start the new one.
+            lines.extend(self._read_lines())
+            self.close()
+            if self._open():
+                lines.extend(self._read_lines())
+        return lines
+
+    def _rotated(self) -> bool:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return stat.st_ino != self.inode or stat.st_size < self.file.tell()
+
+    def _read_lines(self) -> list[bytes]:
+        out: list[bytes] = []
+        while True:
+            data = self.file.read(CHUNK)
+            if not data:
+                break
+            data = self.partial + data
+            *complete, self.partial = data.split(b"\n")
+            out.extend(line + b"\n" for line in complete)
+        return out
+
+    def close(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
