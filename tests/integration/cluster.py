@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 MOORAGE = [sys.executable, "-m", "moorage"]
@@ -142,6 +144,7 @@ class Cluster:
         self.agent.stop()
         self.server.stop()
         self.http.close()
+        kill_tasks_under(self.root)
 
     # ---- helpers -----------------------------------------------------------------------
     def cli(
@@ -181,15 +184,15 @@ class Cluster:
         ]
 
     def wait_running(self, service: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        def check() -> list[dict[str, Any]] | None:
+        def check() -> tuple[list[dict[str, Any]]] | None:
             live = [t for t in self.tasks(service) if t["desired"] == "run"]
             running = [t for t in live if t["status"] == "running"]
-            return running if len(running) == count and len(live) == count else None
+            return (running,) if len(running) == count and len(live) == count else None
 
-        result: list[dict[str, Any]] = wait_for(
+        result: tuple[list[dict[str, Any]]] = wait_for(
             check, timeout, what=f"{count} running tasks of {service}"
         )
-        return result
+        return result[0]
 
     def events(self) -> list[dict[str, Any]]:
         return list(self.http.get("/v1/events").json())
@@ -208,6 +211,17 @@ containers:
     stop_timeout: 3s
 {extra}
 """
+
+
+def kill_tasks_under(root: Path) -> None:
+    """Task processes outlive their agent by design; a test cluster kills the ones it started."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "moorage.drivers._executor" in cmdline and any(str(root) in a for a in cmdline):
+            with contextlib.suppress(psutil.Error):
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.kill()
 
 
 def pid_alive(pid: int) -> bool:

@@ -57,7 +57,8 @@ def test_kill9_of_a_task_is_restarted_within_2s_and_counted(cluster: Cluster) ->
     elapsed = time.monotonic() - killed_at
     assert elapsed < 2.0, f"back to 3 running after {elapsed:.2f}s"
     listed = {t["id"]: t for t in cluster.cli_json("ps", "web")}
-    assert listed[victim["id"]]["restarts"] == 1
+    history = [e["message"] for e in cluster.events()][-8:]
+    assert listed[victim["id"]]["restarts"] == 1, "\n".join(history)
     assert child_pids([listed[victim["id"]]])[0] != pid
     assert sum(t["restarts"] for t in listed.values()) == 1
     events = cluster.cli("events").stdout

@@ -39,6 +39,9 @@ class Reconciler:
         self.clock = clock
         self.interval = max(interval, 0.05)
         self.rounds = 0
+        # Mixed into each round's seed: the plan stays a pure function of (snapshot, seed), yet two
+        # clusters (or a restarted server) do not pick the same task ids and host ports.
+        self.salt = random.getrandbits(48)
 
     async def run(self) -> None:
         await self.cache.wait_synced()
@@ -53,7 +56,7 @@ class Reconciler:
         """One decision and its writes; True if it wrote anything (decide again at once)."""
         cache = self.cache
         snapshot = Snapshot(cache.services, cache.taskdefs, cache.tasks, cache.nodes)
-        plan = reconcile(snapshot, self.clock(), seed=cache.revision)
+        plan = reconcile(snapshot, self.clock(), seed=cache.revision ^ self.salt)
         self.rounds += 1
         if plan.empty:
             return False

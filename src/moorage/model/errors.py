@@ -30,6 +30,14 @@ class FieldError:
         return {"field": self.field, "message": self.message}
 
 
+class FieldProblems(ValueError):
+    """Raised by cross-field validators: problems with paths relative to the validated model."""
+
+    def __init__(self, problems: list[FieldError]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
 class MoorageError(Exception):
     """Base of every error moorage raises on purpose."""
 

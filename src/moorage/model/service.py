@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .duration import Duration
+from .errors import FieldError, FieldProblems
 from .taskdef import NAME_PATTERN, Container, Strict, VolumeSpec
 
 _CONSTRAINT = re.compile(
@@ -136,42 +137,61 @@ class ServiceSpec(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ServiceSpec:
+        problems: list[FieldError] = []
         names = [c.name for c in self.containers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"container names must be unique: {', '.join(dupes)} repeated")
-        _check_ports(self.containers)
-        for container in self.containers:
-            for mount in container.mounts:
+        for i, container in enumerate(self.containers):
+            at = f"containers[{i}]"
+            if names.index(container.name) != i:
+                problems.append(FieldError(f"{at}.name", f"{container.name!r} is used twice"))
+            for j, mount in enumerate(container.mounts):
                 if mount.volume not in self.volumes:
-                    raise ValueError(
-                        f"container {container.name!r} mounts unknown volume {mount.volume!r}"
+                    problems.append(
+                        FieldError(
+                            f"{at}.mounts[{j}].volume",
+                            f"unknown volume {mount.volume!r} (declare it under volumes)",
+                        )
                     )
-            for dep in container.depends_on:
+            for j, dep in enumerate(container.depends_on):
                 if dep.container not in names or dep.container == container.name:
-                    raise ValueError(
-                        f"container {container.name!r} depends on unknown container "
-                        f"{dep.container!r}"
+                    problems.append(
+                        FieldError(
+                            f"{at}.depends_on[{j}].container",
+                            f"unknown container {dep.container!r}",
+                        )
                     )
+        problems.extend(_port_problems(self.containers))
         if self.discovery is not None and self.discovery.port is not None:
             all_ports = {p.name for c in self.containers for p in c.ports}
             if self.discovery.port not in all_ports:
-                raise ValueError(f"discovery.port {self.discovery.port!r} is not a declared port")
+                problems.append(
+                    FieldError("discovery.port", f"{self.discovery.port!r} is not a declared port")
+                )
+        if problems:
+            raise FieldProblems(problems)
         return self
 
 
-def _check_ports(containers: list[Container]) -> None:
+def _port_problems(containers: list[Container]) -> list[FieldError]:
+    problems: list[FieldError] = []
     seen_names: set[str] = set()
     seen_host: set[tuple[int, str]] = set()
-    for container in containers:
-        for port in container.ports:
-            if port.name in seen_names:
-                raise ValueError(f"port name {port.name!r} is used by two containers")
+    for i, container in enumerate(containers):
+        for j, port in enumerate(container.ports):
+            at = f"containers[{i}].ports[{j}]"
+            if port.name in seen_names and port.name not in {p.name for p in container.ports[:j]}:
+                problems.append(
+                    FieldError(f"{at}.name", f"port name {port.name!r} is used by two containers")
+                )
             seen_names.add(port.name)
             if port.host is not None:
                 if (port.host, port.protocol) in seen_host:
-                    raise ValueError(f"host port {port.host}/{port.protocol} is claimed twice")
+                    problems.append(
+                        FieldError(
+                            f"{at}.host", f"host port {port.host}/{port.protocol} is claimed twice"
+                        )
+                    )
                 seen_host.add((port.host, port.protocol))
+    return problems
 
 
 class Service(Strict):

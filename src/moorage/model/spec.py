@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .errors import FieldError, SpecError
+from .errors import FieldError, FieldProblems, SpecError
 from .service import ServiceSpec
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,11 +50,25 @@ def errors_from(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     for err in exc.errors():
         # Drop pydantic's union/validator step names (`function-after[...]`) from the path.
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-        path = field_path(loc)
-        if prefix:
-            path = f"{prefix}.{path}" if path else prefix
-        out.append(FieldError(path, _message(dict(err))))
+        base = field_path(loc)
+        cause = (err.get("ctx") or {}).get("error")
+        found = (
+            cause.problems
+            if isinstance(cause, FieldProblems)
+            else [FieldError("", _message(dict(err)))]
+        )
+        for problem in found:
+            path = _join(base, problem.field)
+            if prefix:
+                path = _join(prefix, path)
+            out.append(FieldError(path, problem.message))
     return out
+
+
+def _join(base: str, sub: str) -> str:
+    if not base or not sub:
+        return base or sub
+    return base + sub if sub.startswith("[") else f"{base}.{sub}"
 
 
 def validate_body(model: type[M], data: Any, prefix: str = "") -> M:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .duration import Duration
+from .errors import FieldError, FieldProblems
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 """Service, container, port and volume names: DNS labels, so they work in DNS names."""
@@ -113,19 +114,32 @@ class Container(Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> Container:
+        problems: list[FieldError] = []
         if self.image is None and self.command is None:
-            raise ValueError("either image (docker driver) or command (process driver) is required")
+            problems.append(
+                FieldError(
+                    "command",
+                    "either image (docker driver) or command (process driver) is required",
+                )
+            )
         if self.memory_reservation is not None and self.memory_reservation > self.memory:
-            raise ValueError("memory_reservation must not exceed memory")
+            problems.append(
+                FieldError("memory_reservation", f"must not exceed memory ({self.memory} MiB)")
+            )
         names = [p.name for p in self.ports]
-        if len(set(names)) != len(names):
-            raise ValueError(f"port names must be unique, got {names}")
+        for j, port in enumerate(self.ports):
+            if names.index(port.name) != j:
+                problems.append(FieldError(f"ports[{j}].name", f"{port.name!r} is used twice"))
         if (
             self.health is not None
             and self.health.port is not None
             and self.health.port not in names
         ):
-            raise ValueError(f"health.port {self.health.port!r} is not one of the ports {names}")
+            problems.append(
+                FieldError("health.port", f"{self.health.port!r} is not one of the ports {names}")
+            )
+        if problems:
+            raise FieldProblems(problems)
         return self
 
     @property

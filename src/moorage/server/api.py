@@ -74,6 +74,7 @@ class Api:
         self.writer = writer
         self.clock = clock
         self.store_name = store_name
+        self.heartbeats: dict[str, float] = {}
 
     # ---- services ------------------------------------------------------------------------
     def summary(self, service: Service) -> ServiceSummary:
@@ -310,7 +311,14 @@ class Api:
     )
     async def list_nodes(self, request: web.Request) -> web.Response:
         index = await block(request, self.cache, Topic.NODES)
-        return respond(sorted(self.cache.nodes.values(), key=lambda n: n.name), index)
+        nodes = sorted(self.cache.nodes.values(), key=lambda n: n.name)
+        return respond([self._with_heartbeat(n) for n in nodes], index)
+
+    def _with_heartbeat(self, node: Node) -> Node:
+        seen = self.heartbeats.get(node.name)
+        if seen is None or seen <= node.heartbeat_at:
+            return node
+        return node.model_copy(update={"heartbeat_at": seen})
 
     @table.add(
         "PUT",
@@ -351,6 +359,11 @@ class Api:
         if name not in self.cache.nodes:
             raise NotFound(f"no node {name!r}: register first")
         now = self.clock()
+        self.heartbeats[name] = now
+        # Heartbeats live in memory (like Nomad's TTL timers); the store only gets a coarse mark,
+        # so a quiet cluster does not write every few seconds.
+        if now - self.cache.nodes[name].heartbeat_at < HEARTBEAT_PERSIST:
+            return respond({})
 
         def change(current: Node | None) -> tuple[Node | None, list[Any]]:
             if current is None:
@@ -465,3 +478,5 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
 
 
 TASK_LIST = TypeAdapter(list[Task])
+# How stale the stored heartbeat mark may get before a heartbeat refreshes it (seconds).
+HEARTBEAT_PERSIST = 60.0
