@@ -24,7 +24,7 @@ from aiohttp import web
 
 from moorage.drivers.base import Driver
 from moorage.drivers.process import ProcessDriver
-from moorage.model import Desired, Node, Task, TaskStatus
+from moorage.model import Desired, Node, Task, TaskStatus, Unavailable
 
 from .client import ServerClient, ServerError
 from .handles import HandleStore, SavedTask
@@ -97,7 +97,13 @@ class Agent:
             runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:
-                await web.TCPSite(runner, *self.http_addr, reuse_address=True).start()
+                try:
+                    await web.TCPSite(runner, *self.http_addr, reuse_address=True).start()
+                except OSError as exc:
+                    host, port = self.http_addr
+                    raise Unavailable(
+                        f"agent cannot listen on {host}:{port} (--agent-addr): {exc.strerror}"
+                    ) from None
                 if ready is not None:
                     ready.set()
                 try:

@@ -6,6 +6,7 @@ input (a bad spec, flag or argument: the message names the field).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -27,7 +28,14 @@ def exit_code(exc: BaseException) -> int:
 class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except BaseExceptionGroup as group:  # from a daemon's task group: report its cause
+                raise _leaf(group) from group
+        except BrokenPipeError:
+            # `moorage logs web | head`: the reader left; that is not an error.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
+            sys.exit(0)
         except MoorageError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -48,6 +56,11 @@ class Group(click.Group):
                 f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
             )
             sys.exit(1)
+
+
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _print_error(exc: MoorageError) -> None:

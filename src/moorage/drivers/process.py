@@ -110,8 +110,23 @@ class ProcessDriver:
                 "logs": str(logs),
             },
         )
-        await self._await_child(handle, pid_file)
+        try:
+            await self._await_child(handle, pid_file)
+        except StartError:
+            await self._reap(executor.pid)
+            raise
         return handle
+
+    async def _reap(self, executor_pid: int) -> None:
+        """Collect an executor that is ending on its own (it wrote why it could not start)."""
+        child = self._children.pop(executor_pid, None)
+        if child is None:
+            return
+        try:
+            await asyncio.to_thread(child.wait, 5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            await asyncio.to_thread(child.wait)
 
     async def _await_child(self, handle: TaskHandle, pid_file: Path) -> None:
         deadline = time.monotonic() + 10

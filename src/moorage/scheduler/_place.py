@@ -166,36 +166,38 @@ def _binpack(work: Work, ask: Ask) -> list[Placed]:
 
 
 def _spread(work: Work, ask: Ask) -> list[Placed]:
-    """Fewest tasks of the service per attribute value, then per node."""
-    nodes = [n for n in work.state.nodes.values() if n.eligible and constraints_ok(n, ask)]
+    """Fewest tasks of the service per attribute value, then per node.
+
+    Two levels of heaps: the attribute values by task count, and each value's nodes by task
+    count. Only the chosen value's count changes per placement, so no entry goes stale and a
+    placement costs O(log values + log nodes).
+    """
     attr = ask.spread_attr
-
-    def value(node: NodeInfo) -> str:
-        return node.name if attr is None else node.attrs.get(attr, "")
-
+    groups: dict[str, list[tuple[int, float, str]]] = {}
     per_value: dict[str, int] = {}
-    for node in nodes:
-        v = value(node)
-        per_value[v] = per_value.get(v, 0) + work.counts.get((node.name, ask.service), 0)
-
-    def key(node: NodeInfo) -> tuple[int, int, float, str]:
-        on_node = work.counts.get((node.name, ask.service), 0)
-        return (per_value[value(node)], on_node, work.tiebreak[node.name], node.name)
-
-    heap = [key(n) for n in nodes]
-    heapq.heapify(heap)
-    by_name = {n.name: n for n in nodes}
-    placed: list[Placed] = []
-    while heap and len(placed) < ask.count:
-        entry = heapq.heappop(heap)
-        node = by_name[entry[3]]
-        current = key(node)
-        if current != entry:  # stale: its attribute value got a task since it was pushed
-            heapq.heappush(heap, current)
+    for node in work.state.nodes.values():
+        if not (node.eligible and constraints_ok(node, ask)):
             continue
-        if work.capacity(node, ask) <= 0:
-            continue  # full for this ask: drop it
-        placed.append(work.commit(node, ask))
-        per_value[value(node)] += 1
-        heapq.heappush(heap, key(node))
+        value = node.attrs.get(attr, "") if attr is not None else ""
+        on_node = work.counts.get((node.name, ask.service), 0)
+        groups.setdefault(value, []).append((on_node, work.tiebreak[node.name], node.name))
+        per_value[value] = per_value.get(value, 0) + on_node
+    for heap in groups.values():
+        heapq.heapify(heap)
+    values = [(count, value) for value, count in per_value.items()]
+    heapq.heapify(values)
+    nodes = work.state.nodes
+    placed: list[Placed] = []
+    while values and len(placed) < ask.count:
+        count, value = heapq.heappop(values)
+        heap = groups[value]
+        while heap:
+            on_node, tiebreak, name = heapq.heappop(heap)
+            node = nodes[name]
+            if work.capacity(node, ask) <= 0:
+                continue  # full for this ask: drop it
+            placed.append(work.commit(node, ask))
+            heapq.heappush(heap, (on_node + 1, tiebreak, name))
+            heapq.heappush(values, (count + 1, value))
+            break
     return placed

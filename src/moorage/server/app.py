@@ -22,6 +22,7 @@ from aiohttp import web
 
 from moorage.controllers.leader import SoleLeader, run_as_leader
 from moorage.controllers.loops import GarbageCollector, Reconciler
+from moorage.model import Unavailable
 from moorage.state import StateCache, StateWriter
 from moorage.store import Store
 from moorage.store.sqlite import SqliteStore
@@ -80,7 +81,12 @@ class Server:
             await runner.setup()
             try:
                 host, port = self.config.http_addr
-                await web.TCPSite(runner, host, port, reuse_address=True).start()
+                try:
+                    await web.TCPSite(runner, host, port, reuse_address=True).start()
+                except OSError as exc:
+                    raise Unavailable(
+                        f"server cannot listen on {host}:{port} (--http-addr): {exc.strerror}"
+                    ) from None
                 log.info("server listening on %s", self.url)
                 reconciler = Reconciler(cache, writer, self.clock, self.config.reconcile_interval)
                 collector = GarbageCollector(
