@@ -172,6 +172,8 @@ def _enforce_count(
     extra = len(current) - service.count
     for task in sorted(current, key=_stop_order)[: max(extra, 0)]:
         _stop(plan, task, f"scaled down to {service.count}")
+    delay = _replacement_delay(service, tasks, now) if extra < 0 else 0.0
+    not_before = now + delay if delay > 0 else 0.0
     for _ in range(max(-extra, 0)):
         task_id = f"{service.name}-{rng.getrandbits(48):012x}"
         new = Task(
@@ -182,8 +184,20 @@ def _enforce_count(
             created_at=now,
             updated_at=now,
             generation=0,
+            not_before=not_before,
         )
         plan.write(new, None)
+
+
+def _replacement_delay(service: Service, tasks: list[Task], now: float) -> float:
+    """Back off replacing tasks that keep failing: 0 for the first, then 1s, 2s … 60s."""
+    window = service.restart.interval
+    failed = sum(
+        1
+        for t in tasks
+        if t.status == TaskStatus.FAILED and now - (t.finished_at or t.updated_at) <= window
+    )
+    return 0.0 if failed <= 1 else float(min(2 ** (failed - 2), service.restart.max_delay))
 
 
 def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> None:

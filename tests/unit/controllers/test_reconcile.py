@@ -275,3 +275,32 @@ def test_converges_to_exact_count_under_scaling_and_kills(
             t.memory for t in snapshot.tasks.values() if t.node == name and not t.status.terminal
         )
         assert used <= 4096
+
+
+def test_replacements_of_tasks_that_keep_failing_back_off() -> None:
+    svc = service(count=1)
+
+    def failed(number: int) -> Task:
+        return Task(
+            id=f"web-f{number}",
+            service="web",
+            family="web",
+            revision=1,
+            node="n1",
+            desired=Desired.STOP,
+            status=TaskStatus.FAILED,
+            finished_at=NOW - 10,
+            updated_at=NOW - 10,
+        )
+
+    def replacement(history: list[Task]) -> Task:
+        plan = reconcile(snap(svc, history), NOW, seed=1)
+        (new,) = [n for n, old in plan.writes.values() if old is None]
+        return new
+
+    assert replacement([failed(1)]).not_before == 0.0  # the first replacement is immediate
+    assert replacement([failed(1), failed(2)]).not_before == NOW + 1
+    assert replacement([failed(i) for i in range(4)]).not_before == NOW + 4
+    assert replacement([failed(i) for i in range(12)]).not_before == NOW + 60  # capped
+    long_ago = [f.model_copy(update={"finished_at": NOW - 3600}) for f in map(failed, range(5))]
+    assert replacement(long_ago).not_before == 0.0  # failures outside the window do not count

@@ -189,7 +189,7 @@ def test_durations(text: str | int, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "10", "ten seconds", "-5s", "5 s", "1m 30s", True])
 def test_bad_durations(text: object) -> None:
-    with pytest.raises(ValueError, match="duration|negative"):
+    with pytest.raises(ValueError, match=r"duration|negative"):
         parse_duration(text)
 
 
