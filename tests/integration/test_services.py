@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import subprocess
+import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from .cluster import Cluster, http_spec, pid_alive, wait_for
+from .cluster import MOORAGE, Cluster, http_spec, pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +34,9 @@ def test_three_tasks_come_up_and_answer_on_their_host_ports(cluster: Cluster) ->
     assert "web" in table and "stable" in table
 
 
-def _get(port: int) -> str | None:
+def _get(port: int, path: str = "/") -> str | None:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).text
     except httpx.HTTPError:
         return None
 
@@ -149,3 +153,74 @@ def test_logs_are_prefixed_by_task_id(cluster: Cluster) -> None:
     )
     for task in tasks:
         assert f"{task['id']} | listening on {task['ports']['http']}" in out
+
+
+class LineReader:
+    """A CLI process whose stdout is read line by line on a thread, with timeouts."""
+
+    def __init__(self, cluster: Cluster, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*MOORAGE, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **cluster.env},
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_line(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
+            seen.append(line)
+            if predicate(line):
+                return line
+        raise AssertionError(f"no matching line within {timeout}s; saw {seen[-10:]}")
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_logs_follow_streams_new_lines_of_every_task(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=2))
+    tasks = cluster.wait_running("web", 2)
+    reader = LineReader(cluster, "logs", "-f", "web")
+    try:
+        reader.wait_line(lambda line: "listening on" in line)
+        for task in tasks:  # each request is logged by the task after the follow began
+            _get(task["ports"]["http"], "/followed")
+        for task in tasks:
+            reader.wait_line(lambda line, t=task: line == f"{t['id']} | request /followed")
+    finally:
+        reader.close()
+
+
+def test_events_follow_shows_changes_as_they_happen(cluster: Cluster) -> None:
+    reader = LineReader(cluster, "events", "-f")
+    try:
+        time.sleep(0.5)  # let it connect before the change it must see
+        cluster.deploy(http_spec(count=1))
+        reader.wait_line(lambda line: "service.deployed" in line and "web deployed" in line)
+        reader.wait_line(lambda line: "task.started" in line)
+        cluster.cli("scale", "web", "2")
+        reader.wait_line(lambda line: "service.scaled" in line)
+    finally:
+        reader.close()
