@@ -28,6 +28,11 @@ def taskdef(revision: int = 1, memory: int = 64) -> TaskDefinition:
     return TaskDefinition(family="web", revision=revision, containers=[app])
 
 
+def make_task(**fields: object) -> Task:
+    """A task of web:1 unless the fields say otherwise."""
+    return Task.model_validate({"service": "web", "family": "web", "revision": 1, **fields})
+
+
 def service(count: int = 3, revision: int = 1, **update: object) -> Service:
     return Service(name="web", family="web", revision=revision, count=count).model_copy(
         update=update
@@ -106,11 +111,8 @@ def test_plan_is_deterministic_for_a_seed() -> None:
 
 def test_scale_down_stops_pending_before_running_then_newest() -> None:
     running = [
-        Task(
+        make_task(
             id=f"r{i}",
-            service="web",
-            family="web",
-            revision=1,
             node="n1",
             status=TaskStatus.RUNNING,
             created_at=i,
@@ -129,11 +131,8 @@ def test_scale_down_stops_pending_before_running_then_newest() -> None:
 
 def test_first_restart_is_immediate_then_exponential_then_failed_and_replaced() -> None:
     svc = service(1, restart=RestartPolicy(attempts=2, interval=300, delay=0))
-    task = Task(
+    task = make_task(
         id="t",
-        service="web",
-        family="web",
-        revision=1,
         node="n1",
         status=TaskStatus.EXITED,
         exit_code=137,
@@ -158,11 +157,8 @@ def test_first_restart_is_immediate_then_exponential_then_failed_and_replaced() 
 
 
 def test_no_second_restart_while_one_is_pending() -> None:
-    task = Task(
+    task = make_task(
         id="t",
-        service="web",
-        family="web",
-        revision=1,
         node="n1",
         status=TaskStatus.EXITED,
         generation=1,
@@ -174,11 +170,8 @@ def test_no_second_restart_while_one_is_pending() -> None:
 
 def test_restart_window_resets_after_interval() -> None:
     svc = service(1, restart=RestartPolicy(attempts=1, interval=60))
-    task = Task(
+    task = make_task(
         id="t",
-        service="web",
-        family="web",
-        revision=1,
         node="n1",
         status=TaskStatus.EXITED,
         generation=1,
@@ -197,11 +190,8 @@ def test_restart_window_resets_after_interval() -> None:
 
 def test_new_revision_replaces_old_tasks() -> None:
     old = [
-        Task(
+        make_task(
             id=f"o{i}",
-            service="web",
-            family="web",
-            revision=1,
             node="n1",
             status=TaskStatus.RUNNING,
             cpu=100,
@@ -216,11 +206,8 @@ def test_new_revision_replaces_old_tasks() -> None:
 
 def test_stopped_service_stops_everything() -> None:
     tasks = [
-        Task(
+        make_task(
             id=f"t{i}",
-            service="web",
-            family="web",
-            revision=1,
             node="n1",
             status=TaskStatus.RUNNING,
         )
@@ -281,11 +268,8 @@ def test_replacements_of_tasks_that_keep_failing_back_off() -> None:
     svc = service(count=1)
 
     def failed(number: int) -> Task:
-        return Task(
+        return make_task(
             id=f"web-f{number}",
-            service="web",
-            family="web",
-            revision=1,
             node="n1",
             desired=Desired.STOP,
             status=TaskStatus.FAILED,
