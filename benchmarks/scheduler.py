@@ -45,15 +45,17 @@ class Usage:
     mem: dict[str, int]
     ports: dict[str, set[int]]
     frozen: dict[str, frozenset[int]]
-    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    by_service: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def state(self, nodes: dict[str, NodeInfo]) -> ClusterState:
-        return ClusterState(nodes, dict(self.cpu), dict(self.mem), self.frozen, dict(self.counts))
+        # The scheduler never mutates its snapshot, so the live dicts are handed over as they are.
+        return ClusterState(nodes, self.cpu, self.mem, self.frozen, self.by_service)
 
     def apply(self, ask: Ask, node: str, ports: dict[str, int]) -> None:
         self.cpu[node] += ask.cpu
         self.mem[node] += ask.memory
-        self.counts[(node, ask.service)] = self.counts.get((node, ask.service), 0) + 1
+        on = self.by_service.setdefault(ask.service, {})
+        on[node] = on.get(node, 0) + 1
         if ports:
             self.ports[node].update(ports.values())
 

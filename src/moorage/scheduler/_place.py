@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._reasons import explain
 from ._state import Ask, ClusterState, NodeInfo, Placed, Plan, Unplaced
@@ -30,11 +30,40 @@ class Work:
         self.rng = random.Random(seed)
         self.cpu = dict(state.cpu_used)
         self.mem = dict(state.mem_used)
-        self.counts = dict(state.service_counts)
+        self._added: dict[str, dict[str, int]] = {}  # service -> node -> tasks placed by this plan
         self._ports: dict[str, set[int]] = {}
+        self._dynamic_used: dict[str, int] = {}
         self._cursor: dict[str, int] = {}
         self.tiebreak = {name: self.rng.random() for name in sorted(state.nodes)}
         self._index: list[IndexKey] | None = None
+        self._groups: dict[str | None, dict[str, list[tuple[float, str]]]] = {}
+
+    # ---- tasks of a service per node (snapshot + this plan) -------------------------------
+    def count(self, node: str, service: str) -> int:
+        base = self.state.by_service.get(service)
+        added = self._added.get(service)
+        return (base.get(node, 0) if base else 0) + (added.get(node, 0) if added else 0)
+
+    def service_nodes(self, service: str) -> dict[str, int]:
+        """Every node running tasks of service, with how many (O(those nodes), not all)."""
+        merged = dict(self.state.by_service.get(service, {}))
+        for node, added in self._added.get(service, {}).items():
+            merged[node] = merged.get(node, 0) + added
+        return merged
+
+    def groups(self, attr: str | None) -> dict[str, list[tuple[float, str]]]:
+        """Eligible nodes by value of attr, each list in tiebreak order (computed once)."""
+        cached = self._groups.get(attr)
+        if cached is None:
+            cached = {}
+            for node in self.state.nodes.values():
+                if node.eligible:
+                    value = node.attrs.get(attr, "") if attr is not None else ""
+                    cached.setdefault(value, []).append((self.tiebreak[node.name], node.name))
+            for members in cached.values():
+                members.sort()
+            self._groups[attr] = cached
+        return cached
 
     # ---- checkers: each answers one question about one node --------------------------------
     def free_cpu(self, node: NodeInfo) -> int:
@@ -52,7 +81,11 @@ class Work:
 
     def dynamic_ports_left(self, node: NodeInfo) -> int:
         low, high = node.port_range
-        return (high - low + 1) - sum(1 for p in self.ports(node.name) if low <= p <= high)
+        used = self._dynamic_used.get(node.name)
+        if used is None:
+            used = sum(1 for p in self.ports(node.name) if low <= p <= high)
+            self._dynamic_used[node.name] = used
+        return (high - low + 1) - used
 
     def capacity(self, node: NodeInfo, ask: Ask) -> int:
         """How many more tasks of ask fit on node (resources and ports; not constraints)."""
@@ -63,22 +96,25 @@ class Work:
         if dynamic:
             fit = min(fit, self.dynamic_ports_left(node) // dynamic)
         if any(c.op == "distinct_hosts" for c in ask.constraints):
-            fit = min(fit, 0 if self.counts.get((node.name, ask.service), 0) else 1)
+            fit = min(fit, 0 if self.count(node.name, ask.service) else 1)
         return max(fit, 0)
 
     # ---- committing one task ---------------------------------------------------------------
     def commit(self, node: NodeInfo, ask: Ask) -> Placed:
         self.cpu[node.name] += ask.cpu
         self.mem[node.name] += ask.memory
-        key = (node.name, ask.service)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        added = self._added.setdefault(ask.service, {})
+        added[node.name] = added.get(node.name, 0) + 1
         ports: dict[str, int] = {}
         if ask.ports:
             used = self._ports.get(node.name)
             if used is None:
                 used = self._ports[node.name] = set(self.state.ports_used[node.name])
+            low, high = node.port_range
             for spec in ask.ports:
                 port = spec.host if spec.host is not None else self._next_port(node, used)
+                if port not in used and low <= port <= high and node.name in self._dynamic_used:
+                    self._dynamic_used[node.name] += 1
                 used.add(port)
                 ports[spec.name] = port
         return Placed(node.name, ports)
@@ -168,36 +204,68 @@ def _binpack(work: Work, ask: Ask) -> list[Placed]:
 def _spread(work: Work, ask: Ask) -> list[Placed]:
     """Fewest tasks of the service per attribute value, then per node.
 
-    Two levels of heaps: the attribute values by task count, and each value's nodes by task
-    count. Only the chosen value's count changes per placement, so no entry goes stale and a
-    placement costs O(log values + log nodes).
+    Per value, the nodes without a task of the service come first (in tiebreak order, from a
+    list computed once per plan); the nodes with some sit in a small heap by count. Only the
+    chosen value's count changes per placement, so nothing goes stale: a placement costs
+    O(log values + log nodes), and an ask costs O(values + nodes already running the service),
+    not O(all nodes).
     """
-    attr = ask.spread_attr
-    groups: dict[str, list[tuple[int, float, str]]] = {}
-    per_value: dict[str, int] = {}
-    for node in work.state.nodes.values():
-        if not (node.eligible and constraints_ok(node, ask)):
+    filtered = any(c.op != "distinct_hosts" for c in ask.constraints)
+    nodes = work.state.nodes
+    running = work.service_nodes(ask.service)
+
+    def allowed(name: str) -> bool:
+        return not filtered or constraints_ok(nodes[name], ask)
+
+    groups = work.groups(ask.spread_attr)
+    busy: dict[str, list[tuple[int, float, str]]] = {value: [] for value in groups}
+    per_value = dict.fromkeys(groups, 0)
+    for name, count in running.items():
+        node = nodes.get(name)
+        if node is None or not node.eligible or not allowed(name):
             continue
-        value = node.attrs.get(attr, "") if attr is not None else ""
-        on_node = work.counts.get((node.name, ask.service), 0)
-        groups.setdefault(value, []).append((on_node, work.tiebreak[node.name], node.name))
-        per_value[value] = per_value.get(value, 0) + on_node
-    for heap in groups.values():
+        value = node.attrs.get(ask.spread_attr, "") if ask.spread_attr is not None else ""
+        busy[value].append((count, work.tiebreak[name], name))
+        per_value[value] += count
+    for heap in busy.values():
         heapq.heapify(heap)
+    cursor = dict.fromkeys(groups, 0)
     values = [(count, value) for value, count in per_value.items()]
     heapq.heapify(values)
-    nodes = work.state.nodes
     placed: list[Placed] = []
     while values and len(placed) < ask.count:
         count, value = heapq.heappop(values)
-        heap = groups[value]
-        while heap:
-            on_node, tiebreak, name = heapq.heappop(heap)
-            node = nodes[name]
-            if work.capacity(node, ask) <= 0:
-                continue  # full for this ask: drop it
-            placed.append(work.commit(node, ask))
-            heapq.heappush(heap, (on_node + 1, tiebreak, name))
-            heapq.heappush(values, (count + 1, value))
-            break
+        chosen = _next_in_value(
+            work, ask, groups[value], cursor, value, busy[value], running, allowed
+        )
+        if chosen is None:
+            continue  # nothing left in this value: drop it
+        placed.append(work.commit(nodes[chosen[2]], ask))
+        heapq.heappush(busy[value], (chosen[0] + 1, chosen[1], chosen[2]))
+        heapq.heappush(values, (count + 1, value))
     return placed
+
+
+def _next_in_value(
+    work: Work,
+    ask: Ask,
+    members: list[tuple[float, str]],
+    cursor: dict[str, int],
+    value: str,
+    busy: list[tuple[int, float, str]],
+    running: dict[str, int],
+    allowed: Callable[[str], bool],
+) -> tuple[int, float, str] | None:
+    """The node of one attribute value with the fewest tasks of the service that fits one more."""
+    nodes = work.state.nodes
+    while cursor[value] < len(members):  # nodes without a task of the service come first
+        tiebreak, name = members[cursor[value]]
+        cursor[value] += 1
+        if name in running or not allowed(name) or work.capacity(nodes[name], ask) <= 0:
+            continue
+        return (0, tiebreak, name)
+    while busy:
+        entry = heapq.heappop(busy)
+        if work.capacity(nodes[entry[2]], ask) > 0:
+            return entry
+    return None

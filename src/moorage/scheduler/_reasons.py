@@ -18,8 +18,8 @@ def _rejection(work: Work, node: NodeInfo, ask: Ask) -> str:
     for constraint in ask.constraints:
         if constraint.op != "distinct_hosts" and not constraints_ok(node, _only(ask, constraint)):
             return f"constraint:{constraint}"
-    if any(c.op == "distinct_hosts" for c in ask.constraints) and work.counts.get(
-        (node.name, ask.service), 0
+    if any(c.op == "distinct_hosts" for c in ask.constraints) and work.count(
+        node.name, ask.service
     ):
         return "distinct_hosts"
     if work.free_cpu(node) < ask.cpu:

@@ -65,7 +65,11 @@ class Plan:
 
 
 class ClusterState:
-    """Read-only snapshot: capacity and usage per node. `place()` never mutates it."""
+    """Read-only snapshot: capacity and usage per node. `place()` never mutates it.
+
+    `by_service` maps a service to the nodes running its tasks and how many: spread and
+    distinct_hosts read it without scanning every node.
+    """
 
     def __init__(
         self,
@@ -73,13 +77,13 @@ class ClusterState:
         cpu_used: dict[str, int],
         mem_used: dict[str, int],
         ports_used: dict[str, frozenset[int]],
-        service_counts: dict[tuple[str, str], int],
+        by_service: dict[str, dict[str, int]],
     ) -> None:
         self.nodes = nodes
         self.cpu_used = cpu_used
         self.mem_used = mem_used
         self.ports_used = ports_used
-        self.service_counts = service_counts
+        self.by_service = by_service
 
     @classmethod
     def build(cls, nodes: Iterable[NodeInfo], allocs: Iterable[Alloc]) -> ClusterState:
@@ -87,14 +91,14 @@ class ClusterState:
         cpu = dict.fromkeys(by_name, 0)
         mem = dict.fromkeys(by_name, 0)
         ports: dict[str, set[int]] = {name: set() for name in by_name}
-        counts: dict[tuple[str, str], int] = {}
+        by_service: dict[str, dict[str, int]] = {}
         for alloc in allocs:
             if alloc.node not in by_name:
                 continue  # a task on a node that left: it holds nothing the scheduler can use
             cpu[alloc.node] += alloc.cpu
             mem[alloc.node] += alloc.memory
             ports[alloc.node].update(alloc.host_ports)
-            key = (alloc.node, alloc.service)
-            counts[key] = counts.get(key, 0) + 1
+            on = by_service.setdefault(alloc.service, {})
+            on[alloc.node] = on.get(alloc.node, 0) + 1
         frozen = {name: frozenset(p) for name, p in ports.items()}
-        return cls(by_name, cpu, mem, frozen, counts)
+        return cls(by_name, cpu, mem, frozen, by_service)

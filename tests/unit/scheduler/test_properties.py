@@ -180,10 +180,10 @@ def test_the_snapshot_is_not_mutated(
         dict(state.cpu_used),
         dict(state.mem_used),
         dict(state.ports_used),
-        dict(state.service_counts),
+        {service: dict(nodes) for service, nodes in state.by_service.items()},
     )
     place(state, ask_list, seed)
-    assert before == (state.cpu_used, state.mem_used, state.ports_used, state.service_counts)
+    assert before == (state.cpu_used, state.mem_used, state.ports_used, state.by_service)
 
 
 def lower_bound(ask_list: list[Ask], cpu: int, memory: int) -> int:
