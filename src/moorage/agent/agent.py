@@ -212,6 +212,7 @@ class Agent:
             return
         if runner is not None and runner.active:
             if runner.generation >= task.generation:
+                runner.update_task(task)
                 return
             runner.request_stop("restarting")
             await runner.done.wait()

@@ -21,6 +21,7 @@ from moorage.drivers.errors import DriverError
 from moorage.model import Container, ContainerState, Task, TaskDefinition, TaskStatus
 
 from .handles import HandleStore, SavedTask
+from .health import Checker, worst
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,21 @@ class TaskRunner:
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
         self.done = asyncio.Event()
+        self.checkers: list[Checker] = []
+        self._check_tasks: list[asyncio.Task[None]] = []
+        self._send_lock = asyncio.Lock()
+        self._final_sent = False
+        self._health_dirty = asyncio.Event()
 
     @property
     def active(self) -> bool:
         return not self.done.is_set()
+
+    def update_task(self, task: Task) -> None:
+        """The server's newer view of this task (TTL check updates arrive this way)."""
+        self.task = task
+        for checker in self.checkers:
+            checker.task = task
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -88,11 +100,39 @@ class TaskRunner:
 
     async def run(self) -> None:
         try:
-            if not self.recovered and not await self._start_all():
+            if self.recovered:
+                self._start_checks()
+            elif not await self._start_all():
                 return
             await self._watch()
         finally:
+            for check in self._check_tasks:
+                check.cancel()
             self.done.set()
+
+    # ---- health ----------------------------------------------------------------------------
+    def _start_checks(self) -> None:
+        for container in self.taskdef.containers:
+            if container.health is None:
+                continue
+            checker = Checker(
+                self.task,
+                container,
+                task_env(self.task, container, self.node),
+                self.task_dir / container.name,
+                self._health_dirty.set,
+            )
+            self.checkers.append(checker)
+            self._check_tasks.append(
+                asyncio.create_task(checker.run(), name=f"check-{self.task.id}-{container.name}")
+            )
+
+    async def _report_health(self) -> None:
+        """Send the checks' state while the task runs (never after its final report)."""
+        while True:
+            await self._health_dirty.wait()
+            self._health_dirty.clear()
+            await self._send(TaskStatus.RUNNING, "", None, self._states())
 
     # ---- start -----------------------------------------------------------------------------
     async def _start_all(self) -> bool:
@@ -117,6 +157,7 @@ class TaskRunner:
                 return False
         self.started_at = time.time()
         self.store.save(SavedTask(self.task.id, self.generation, self.started_at, self.handles))
+        self._start_checks()  # before the report: a task with checks is not healthy until they pass
         await self._send(TaskStatus.RUNNING, "", None, self._states())
         return True
 
@@ -124,6 +165,7 @@ class TaskRunner:
     async def _watch(self) -> None:
         waits = {asyncio.create_task(self.driver.wait(h)): h for h in self.handles}
         stopper = asyncio.create_task(self._stop.wait())
+        health = asyncio.create_task(self._report_health())
         results: dict[str, ExitResult] = {}
         try:
             while True:
@@ -146,6 +188,7 @@ class TaskRunner:
                     return
         finally:
             stopper.cancel()
+            health.cancel()
             for waiter in waits:
                 waiter.cancel()
         await self._finish(TaskStatus.STOPPED, self.stop_reason or "stopped", None, results)
@@ -153,6 +196,8 @@ class TaskRunner:
     async def _finish(
         self, status: TaskStatus, message: str, code: int | None, results: dict[str, ExitResult]
     ) -> None:
+        for check in self._check_tasks:
+            check.cancel()
         results.update(await self._stop_handles())
         states = self._states(results)
         for handle in self.handles:
@@ -202,6 +247,8 @@ class TaskRunner:
         states: list[ContainerState],
         finished: bool = False,
     ) -> None:
+        checks = [c.state for c in self.checkers] if status == TaskStatus.RUNNING else []
+        health = worst(checks)
         body = {
             "status": status.value,
             "message": message,
@@ -210,5 +257,12 @@ class TaskRunner:
             "started_at": self.started_at or None,
             "finished_at": time.time() if finished else None,
             "run_generation": self.generation,
+            "health": health.value if health is not None else None,
+            "checks": [c.model_dump(mode="json") for c in checks],
         }
-        await self._report(self.task.id, body)
+        async with self._send_lock:
+            if self._final_sent:
+                return  # a late health report must never overwrite how the task ended
+            if status.terminal:
+                self._final_sent = True
+            await self._report(self.task.id, body)

@@ -11,13 +11,16 @@ import logging
 import random
 from collections.abc import Callable
 
+from pydantic import BaseModel
+
 from moorage.model import Desired, Task
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
 from moorage.state.writer import new_event
 from moorage.store import Compare, Delete, Op, Put
 
-from .reconcile import Plan, Snapshot, reconcile
+from .plan import Plan
+from .reconcile import Snapshot, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,9 @@ class Reconciler:
     async def round(self) -> bool:
         """One decision and its writes; True if it wrote anything (decide again at once)."""
         cache = self.cache
-        snapshot = Snapshot(cache.services, cache.taskdefs, cache.tasks, cache.nodes)
+        snapshot = Snapshot(
+            cache.services, cache.taskdefs, cache.tasks, cache.nodes, cache.deployments
+        )
         plan = reconcile(snapshot, self.clock(), seed=cache.revision ^ self.salt)
         self.rounds += 1
         if plan.empty:
@@ -74,12 +79,22 @@ class Reconciler:
         batches: list[tuple[list[Compare], list[Op]]] = []
         compares: list[Compare] = []
         ops: list[Op] = []
-        for new, old in plan.writes.values():
-            key = k.task_key(new.id)
-            mod = self.cache.mod_revisions.get(key, 0) if old is not None else 0
+        records: list[tuple[str, BaseModel, bool]] = [
+            (k.task_key(new.id), new.model_copy(update={"updated_at": now}), old is not None)
+            for new, old in plan.writes.values()
+        ]
+        # Deployment and service changes ride with the last task writes: one transaction, so a
+        # deployment's progress and the tasks it started or stopped are never seen apart.
+        tail: list[tuple[str, BaseModel, bool]] = [
+            (k.deployment_key(new.id), new, old is not None)
+            for new, old in plan.deployments.values()
+        ]
+        tail += [(k.service_key(new.name), new, True) for new, _old in plan.services.values()]
+        for position, (key, value, exists) in enumerate(records + tail):
+            mod = self.cache.mod_revisions.get(key, 0) if exists else 0
             compares.append(Compare(key, "mod", "==", mod))
-            ops.append(Put(key, k.encode(new.model_copy(update={"updated_at": now}))))
-            if len(ops) >= TXN_WRITES:
+            ops.append(Put(key, k.encode(value)))
+            if len(ops) >= TXN_WRITES and position < len(records) - 1:
                 batches.append((compares, ops))
                 compares, ops = [], []
         for event in plan.events:

@@ -4,7 +4,9 @@ Pure: a snapshot and the time go in, a list of task writes and events comes out.
 read from a clock or a store here, so it is property-tested and benchmarked on its own.
 
     for each service ──▶ dead tasks retired ──▶ exits restarted in place (or failed, then replaced)
-                    └──▶ count enforced (old revisions stopped, extras stopped, missing created)
+                    ├──▶ a running deployment: one step (deployments.py: rolling or blue/green,
+                    │    health-gated, circuit breaker, rollback)
+                    └──▶ otherwise count enforced (old revisions stopped, extras stopped, missing created)
     all pending tasks ──▶ scheduler.place() ──▶ assigned (node, host ports) | pending (reason)
 """
 
@@ -15,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from moorage.model import (
+    Deployment,
+    DeploymentStatus,
     Desired,
     Node,
     NodeStatus,
@@ -25,6 +29,9 @@ from moorage.model import (
 )
 from moorage.scheduler import Alloc, Ask, ClusterState, NodeInfo, place
 
+from .deployments import step
+from .plan import EventSpec, Plan, create_task, stop_task
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -32,36 +39,7 @@ class Snapshot:
     taskdefs: Mapping[tuple[str, int], TaskDefinition]
     tasks: Mapping[str, Task]
     nodes: Mapping[str, Node]
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    type: str
-    message: str
-    service: str | None = None
-    task: str | None = None
-    node: str | None = None
-
-
-@dataclass
-class Plan:
-    """Task writes (new value, the task as read, or None when creating) and events to record."""
-
-    writes: dict[str, tuple[Task, Task | None]] = field(default_factory=dict)
-    events: list[EventSpec] = field(default_factory=list)
-
-    def write(self, new: Task, old: Task | None) -> None:
-        base = self.writes[new.id][1] if new.id in self.writes else old
-        self.writes[new.id] = (new, base)
-
-    def current(self, task: Task) -> Task:
-        """The task as this plan will leave it (plans build on their own earlier decisions)."""
-        pending = self.writes.get(task.id)
-        return pending[0] if pending else task
-
-    @property
-    def empty(self) -> bool:
-        return not self.writes and not self.events
+    deployments: Mapping[str, Deployment] = field(default_factory=dict)
 
 
 def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
@@ -77,10 +55,10 @@ def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
             _retire_dead(plan, task)
             if service is not None:
                 _restart_policy(plan, service, plan.current(task), now)
-        _enforce_count(plan, service, [plan.current(t) for t in tasks], now, rng)
+        _converge(plan, snapshot, service, [plan.current(t) for t in tasks], now, rng)
     for name, service in sorted(snapshot.services.items()):
         if name not in by_service:
-            _enforce_count(plan, service, [], now, rng)
+            _converge(plan, snapshot, service, [], now, rng)
     _place_pending(plan, snapshot, now, seed)
     return plan
 
@@ -144,17 +122,33 @@ def _restart_policy(plan: Plan, service: Service, task: Task, now: float) -> Non
     )
 
 
-def _stop(plan: Plan, task: Task, reason: str) -> None:
-    update: dict[str, object] = {"desired": Desired.STOP, "message": reason}
-    if task.node is None or task.status.terminal:
-        update["status"] = TaskStatus.STOPPED  # nothing runs it: stopping is immediate
-    plan.write(task.model_copy(update=update), task)
-
-
 def _stop_order(task: Task) -> tuple[int, float]:
     """Scale-down victims: unplaced first, then not yet running, then the newest."""
     rank = {TaskStatus.PENDING: 0, TaskStatus.ASSIGNED: 1, TaskStatus.STARTING: 2}
     return rank.get(task.status, 3), -task.created_at
+
+
+def _converge(
+    plan: Plan,
+    snapshot: Snapshot,
+    service: Service | None,
+    tasks: list[Task],
+    now: float,
+    rng: random.Random,
+) -> None:
+    deployment = None
+    if service is not None and service.deployment_id is not None:
+        deployment = snapshot.deployments.get(service.deployment_id)
+    if (
+        service is not None
+        and service.status == "active"
+        and deployment is not None
+        and deployment.to_revision == service.revision
+        and deployment.status in (DeploymentStatus.RUNNING, DeploymentStatus.FAILED)
+    ):
+        step(plan, service, deployment, tasks, now, rng)
+        return
+    _enforce_count(plan, service, tasks, now, rng)
 
 
 def _enforce_count(
@@ -163,30 +157,19 @@ def _enforce_count(
     live = [t for t in tasks if t.live]
     if service is None or service.status == "stopped":
         for task in live:
-            _stop(plan, task, "service stopped")
+            stop_task(plan, task, "service stopped")
         return
     current = [t for t in live if t.revision == service.revision]
     for task in live:
         if task.revision != service.revision:
-            _stop(plan, task, f"replaced by revision {service.revision}")
+            stop_task(plan, task, f"replaced by revision {service.revision}")
     extra = len(current) - service.count
     for task in sorted(current, key=_stop_order)[: max(extra, 0)]:
-        _stop(plan, task, f"scaled down to {service.count}")
+        stop_task(plan, task, f"scaled down to {service.count}")
     delay = _replacement_delay(service, tasks, now) if extra < 0 else 0.0
     not_before = now + delay if delay > 0 else 0.0
     for _ in range(max(-extra, 0)):
-        task_id = f"{service.name}-{rng.getrandbits(48):012x}"
-        new = Task(
-            id=task_id,
-            service=service.name,
-            family=service.family,
-            revision=service.revision,
-            created_at=now,
-            updated_at=now,
-            generation=0,
-            not_before=not_before,
-        )
-        plan.write(new, None)
+        create_task(plan, service, service.revision, now, rng, not_before=not_before)
 
 
 def _replacement_delay(service: Service, tasks: list[Task], now: float) -> float:

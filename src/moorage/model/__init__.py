@@ -3,6 +3,7 @@
 Nothing here does I/O. Every other package may import this one; it imports none of them.
 """
 
+from .deployment import Deployment, DeploymentStatus
 from .duration import Duration, format_duration, parse_duration
 from .errors import Conflict, FieldError, MoorageError, NotFound, SpecError, Unavailable
 from .event import Event
@@ -17,20 +18,24 @@ from .service import (
     ServiceSpec,
 )
 from .spec import field_path, parse_specs, validate_body
-from .task import ContainerState, Desired, Task, TaskStatus
+from .task import CheckState, ContainerState, Desired, Health, Task, TaskStatus
 from .taskdef import Container, HealthCheck, Mount, PortSpec, TaskDefinition, VolumeSpec
 
 __all__ = [
+    "CheckState",
     "Conflict",
     "Constraint",
     "Container",
     "ContainerState",
+    "Deployment",
     "DeploymentPolicy",
+    "DeploymentStatus",
     "Desired",
     "Discovery",
     "Duration",
     "Event",
     "FieldError",
+    "Health",
     "HealthCheck",
     "MoorageError",
     "Mount",

@@ -206,6 +206,8 @@ class Service(Strict):
     discovery: Discovery | None = None
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     status: Literal["active", "stopped"] = "active"
+    deployment_id: str | None = None  # the latest deployment (running or finished)
+    stable_revision: int | None = None  # the last revision a deployment completed (rollback target)
     created_at: float = 0.0
     updated_at: float = 0.0
 

@@ -36,6 +36,31 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.ASSIGNED, TaskStatus.STARTING, TaskStatus.RUNNING)
 
 
+class Health(StrEnum):
+    """A check's state, as Consul's: warning still serves, critical does not."""
+
+    PASSING = "passing"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return {"passing": 0, "warning": 1, "critical": 2}[self.value]
+
+
+class CheckState(BaseModel):
+    """The last result of one container's health check."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    container: str
+    kind: str  # http, tcp, command, ttl
+    status: Health = Health.CRITICAL  # critical until the first pass, as in Consul
+    output: str = ""
+    failing: bool = False  # failed `retries` times in a row after the start period
+    updated_at: float = 0.0
+
+
 class ContainerState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -75,6 +100,17 @@ class Task(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float = 0.0
+    # Health: None when the task has no checks (then running counts as healthy).
+    health: Health | None = None
+    checks: list[CheckState] = Field(default_factory=list)
+    healthy_since: float | None = None  # set by the server when the task turned healthy
+    ttl: dict[str, CheckState] = Field(default_factory=dict)  # TTL check updates, by container
+    deployment: str | None = None  # the deployment that created this task
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and every check passing (or no checks)."""
+        return self.status == TaskStatus.RUNNING and self.health in (None, Health.PASSING)
 
     @property
     def taskdef_ref(self) -> str:

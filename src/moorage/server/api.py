@@ -129,13 +129,14 @@ class Api:
         specs = await self._read_specs(request)
         results = []
         for spec in specs:  # every spec is valid before the first write
-            _service, taskdef, created = await self.writer.deploy(spec)
+            _service, taskdef, created, deployment = await self.writer.deploy(spec)
             results.append(
                 DeployResult(
                     service=spec.service,
                     revision=taskdef.revision,
                     created=created,
                     count=spec.count,
+                    deployment=deployment.id if deployment else None,
                 )
             )
         return respond(results)

@@ -25,11 +25,27 @@ def apply_report(task: Task, report: TaskReport, now: float) -> tuple[Task, list
             "started_at": report.started_at if report.started_at is not None else task.started_at,
             "finished_at": report.finished_at,
             "run_generation": report.run_generation,
+            "health": report.health,
+            "checks": report.checks,
             "updated_at": now,
         }
     )
-    moved = task.status != new.status or task.run_generation != new.run_generation
-    return new, (_events(new, now) if moved else [])
+    restarted = task.run_generation != new.run_generation
+    was_healthy = task.healthy and not restarted
+    healthy_since = (task.healthy_since if was_healthy else now) if new.healthy else None
+    new = new.model_copy(update={"healthy_since": healthy_since})
+    moved = task.status != new.status or restarted
+    events = _events(new, now) if moved else []
+    if new.status == TaskStatus.RUNNING and (new.health != task.health or restarted) and new.checks:
+        events.append(_health_event(new, now))
+    return new, events
+
+
+def _health_event(task: Task, now: float) -> Put:
+    worst = max(task.checks, key=lambda c: c.status.rank)
+    text = f"task {task.id} is {task.health}: {worst.container} {worst.kind} check: {worst.output}"
+    about = {"service": task.service, "task": task.id, "node": task.node}
+    return new_event("task.health", text[:500], now=now, **about)
 
 
 def _events(task: Task, now: float) -> list[Put]:

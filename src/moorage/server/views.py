@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moorage.model import ContainerState, Task, TaskStatus
+from moorage.model import CheckState, ContainerState, Health, Task, TaskStatus
 
 
 class Body(BaseModel):
@@ -29,6 +29,7 @@ class DeployResult(BaseModel):
     revision: int
     created: bool  # False when the spec matched the latest revision (nothing new registered)
     count: int
+    deployment: str | None = None  # the deployment this started (None: nothing to roll out)
 
 
 class ScaleBody(Body):
@@ -45,6 +46,8 @@ class TaskReport(Body):
     started_at: float | None = None
     finished_at: float | None = None
     run_generation: int = Field(ge=0)
+    health: Health | None = None
+    checks: list[CheckState] = Field(default_factory=list)
 
 
 class StatusInfo(BaseModel):
@@ -62,6 +65,7 @@ def summarize(
 ) -> ServiceSummary:
     live = [t for t in tasks if t.live]
     running = [t for t in live if t.status == TaskStatus.RUNNING]
+    healthy = [t for t in running if t.healthy]
     pending = [t for t in live if t.status == TaskStatus.PENDING]
     replacing = any(t.revision != revision for t in live)
     return ServiceSummary(
@@ -70,7 +74,7 @@ def summarize(
         status=status,
         desired=count if status == "active" else 0,
         running=len(running),
-        healthy=len(running),  # health checks land with the containers issue; running = healthy
+        healthy=len(healthy),
         pending=len(pending),
         restarts=sum(t.restarts for t in tasks),
         deployment="replacing" if replacing else "stable",

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from pydantic import BaseModel
 
-from moorage.model import Event, Node, Service, Task, TaskDefinition
+from moorage.model import Deployment, Event, Node, Service, Task, TaskDefinition
 from moorage.store import Compacted, KeyValue, Store, StoreClosed, WatchEvent
 
 from .keys import ROOT, Kind, decode, key_kind
@@ -59,6 +59,14 @@ class Topic:
     def taskdefs(family: str) -> str:
         return f"taskdefs:{family}"
 
+    @staticmethod
+    def deployment(deployment_id: str) -> str:
+        return f"deployment:{deployment_id}"
+
+    @staticmethod
+    def service_deployments(service: str) -> str:
+        return f"deployments:service:{service}"
+
 
 def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
     name = key.rsplit("/", 1)[-1]
@@ -79,6 +87,11 @@ def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
         return (Topic.taskdefs(key.split("/")[-2]),)
     if kind is Kind.EVENT:
         return (Topic.EVENTS,)
+    if kind is Kind.DEPLOYMENT:
+        out = [Topic.deployment(name)]
+        if isinstance(obj, Deployment):
+            out += [Topic.service_deployments(obj.service), Topic.service(obj.service)]
+        return out
     return ()
 
 
@@ -92,6 +105,7 @@ class StateCache:
         self.tasks: dict[str, Task] = {}
         self.nodes: dict[str, Node] = {}
         self.taskdefs: dict[tuple[str, int], TaskDefinition] = {}
+        self.deployments: dict[str, Deployment] = {}
         self.meta: dict[str, bytes] = {}
         self.events: deque[Event] = deque(maxlen=EVENT_BUFFER)
         self.mod_revisions: dict[str, int] = {}
@@ -114,6 +128,11 @@ class StateCache:
     def tasks_on_node(self, node: str) -> list[Task]:
         ids = self._tasks_by_node.get(node, ())
         return sorted((self.tasks[i] for i in ids), key=lambda t: (t.created_at, t.id))
+
+    def deployments_of(self, service: str) -> list[Deployment]:
+        """Deployments of a service, newest first."""
+        found = [d for d in self.deployments.values() if d.service == service]
+        return sorted(found, key=lambda d: (d.created_at, d.id), reverse=True)
 
     def latest_taskdef(self, family: str) -> TaskDefinition | None:
         revs = [rev for (fam, rev) in self.taskdefs if fam == family]
@@ -208,6 +227,7 @@ class StateCache:
         self.tasks.clear()
         self.nodes.clear()
         self.taskdefs.clear()
+        self.deployments.clear()
         self.meta.clear()
         self.events.clear()
         self.mod_revisions.clear()
@@ -242,6 +262,8 @@ class StateCache:
             return self.services.get(name)
         if kind is Kind.NODE:
             return self.nodes.get(name)
+        if kind is Kind.DEPLOYMENT:
+            return self.deployments.get(name)
         return None
 
     def _load(self, kv: KeyValue) -> BaseModel | None:
@@ -266,6 +288,8 @@ class StateCache:
             self.nodes[name] = obj
         elif isinstance(obj, TaskDefinition):
             self.taskdefs[(obj.family, obj.revision)] = obj
+        elif isinstance(obj, Deployment):
+            self.deployments[name] = obj
         elif isinstance(obj, Event):
             # Events are written once and only ever deleted by trimming, which the buffer mirrors.
             obj = obj.model_copy(update={"revision": kv.mod_revision})
@@ -294,6 +318,8 @@ class StateCache:
             self.services.pop(name, None)
         elif kind is Kind.NODE:
             self.nodes.pop(name, None)
+        elif kind is Kind.DEPLOYMENT:
+            self.deployments.pop(name, None)
         elif kind is Kind.TASKDEF:
             family, rev = key.split("/")[-2:]
             self.taskdefs.pop((family, int(rev)), None)

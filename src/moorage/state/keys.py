@@ -4,6 +4,7 @@
 /moorage/taskdefs/<family>/<revision:08d>    TaskDefinition (immutable, created by CAS)
 /moorage/tasks/<id>                          Task
 /moorage/nodes/<name>                        Node
+/moorage/deployments/<id>                    Deployment (id = <service>-<revision>-<rand>)
 /moorage/events/<time_ns:020d>-<rand>        Event (trimmed to the newest N)
 /moorage/meta/<name>                         small cluster-wide values (join token, ...)
 """
@@ -14,7 +15,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from moorage.model import Event, Node, Service, Task, TaskDefinition
+from moorage.model import Deployment, Event, Node, Service, Task, TaskDefinition
 
 ROOT = "/moorage/"
 
@@ -24,6 +25,7 @@ class Kind(StrEnum):
     TASKDEF = "taskdefs"
     TASK = "tasks"
     NODE = "nodes"
+    DEPLOYMENT = "deployments"
     EVENT = "events"
     META = "meta"
 
@@ -33,6 +35,7 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.TASKDEF: TaskDefinition,
     Kind.TASK: Task,
     Kind.NODE: Node,
+    Kind.DEPLOYMENT: Deployment,
     Kind.EVENT: Event,
 }
 
@@ -59,6 +62,10 @@ def task_key(task_id: str) -> str:
 
 def node_key(name: str) -> str:
     return f"{ROOT}nodes/{name}"
+
+
+def deployment_key(deployment_id: str) -> str:
+    return f"{ROOT}deployments/{deployment_id}"
 
 
 def event_key(event_id: str) -> str:

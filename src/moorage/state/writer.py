@@ -14,7 +14,18 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from moorage.model import Conflict, Event, Service, ServiceSpec, Task, TaskDefinition
+from moorage.model import (
+    Conflict,
+    Deployment,
+    DeploymentPolicy,
+    DeploymentStatus,
+    Event,
+    NotFound,
+    Service,
+    ServiceSpec,
+    Task,
+    TaskDefinition,
+)
 from moorage.store import Compare, Delete, Op, Put, Store
 
 from . import keys
@@ -23,6 +34,36 @@ from .cache import StateCache
 M = TypeVar("M", bound=BaseModel)
 
 MAX_ATTEMPTS = 50
+
+
+def new_deployment(
+    service: str,
+    family: str,
+    from_revision: int | None,
+    to_revision: int,
+    count: int,
+    policy: DeploymentPolicy,
+    now: float,
+    rollback_of: str | None = None,
+) -> Deployment:
+    return Deployment(
+        id=f"{service}-{to_revision}-{secrets.token_hex(3)}",
+        service=service,
+        family=family,
+        from_revision=from_revision,
+        to_revision=to_revision,
+        strategy=policy.strategy,
+        count=count,
+        min_healthy_percent=policy.min_healthy_percent,
+        max_percent=policy.max_percent,
+        min_healthy_time=policy.min_healthy_time,
+        progress_deadline=policy.progress_deadline,
+        auto_rollback=policy.auto_rollback,
+        rollback_of=rollback_of,
+        created_at=now,
+        progress_at=now,
+        updated_at=now,
+    )
 
 
 def new_event(
@@ -105,12 +146,39 @@ class StateWriter:
                 return candidate, True
         raise Conflict(f"task definition {family} is changing too fast")
 
-    async def deploy(self, spec: ServiceSpec) -> tuple[Service, TaskDefinition, bool]:
-        """Register the task definition and point the service at it (CAS on the service)."""
+    async def deploy(
+        self, spec: ServiceSpec
+    ) -> tuple[Service, TaskDefinition, bool, Deployment | None]:
+        """Register the task definition and point the service at it (CAS on the service).
+
+        A new revision (or a stopped service started again) starts a deployment, in the same
+        transaction as the service; a running deployment of the service is superseded.
+        """
         taskdef, created = await self.register_taskdef(spec)
         now = self.clock()
+        started: list[Deployment] = []
 
         def change(current: Service | None) -> tuple[Service, list[Op]]:
+            started.clear()
+            ops: list[Op] = []
+            moving = current is None or current.status == "stopped"
+            moving = moving or (current is not None and current.revision != taskdef.revision)
+            deployment_id = current.deployment_id if current else None
+            if moving:
+                serving = current is not None and current.status == "active"
+                deployment = new_deployment(
+                    spec.service,
+                    taskdef.family,
+                    current.revision if serving and current is not None else None,
+                    taskdef.revision,
+                    spec.count,
+                    spec.deployment,
+                    now,
+                )
+                started.append(deployment)
+                deployment_id = deployment.id
+                ops += self._supersede(current, now)
+                ops.append(Put(keys.deployment_key(deployment.id), keys.encode(deployment)))
             service = Service(
                 name=spec.service,
                 family=taskdef.family,
@@ -121,16 +189,85 @@ class StateWriter:
                 discovery=spec.discovery,
                 restart=spec.restart,
                 status="active",
+                deployment_id=deployment_id,
+                stable_revision=current.stable_revision if current else None,
                 created_at=current.created_at if current else now,
                 updated_at=now,
             )
             verb = "deployed" if current is None or created else "updated"
             message = f"{spec.service} {verb}: revision {taskdef.revision}, count {spec.count}"
-            return service, [new_event("service.deployed", message, now=now, service=spec.service)]
+            if started:
+                message += f" ({spec.deployment.strategy} deployment {started[0].id})"
+            ops.append(new_event("service.deployed", message, now=now, service=spec.service))
+            return service, ops
 
         service = await self.update(keys.service_key(spec.service), Service, change)
         assert service is not None
-        return service, taskdef, created
+        return service, taskdef, created, (started[0] if started else None)
+
+    async def rollback(self, name: str, to: int | None) -> Deployment:
+        """Deploy an earlier revision of a service again (default: the last stable one)."""
+        now = self.clock()
+        started: list[Deployment] = []
+
+        def change(current: Service | None) -> tuple[Service, list[Op]]:
+            started.clear()
+            if current is None:
+                raise NotFound(f"no service named {name!r}")
+            target = to if to is not None else current.stable_revision
+            if target is None or target == current.revision:
+                earlier = [r for (f, r) in self.cache.taskdefs if f == current.family]
+                earlier = [r for r in earlier if r < current.revision]
+                target = to if to is not None else (max(earlier) if earlier else None)
+            if target is None:
+                raise Conflict(f"{name} has no earlier revision to roll back to")
+            if (current.family, target) not in self.cache.taskdefs:
+                raise NotFound(f"no task definition {current.family}:{target}")
+            if target == current.revision:
+                raise Conflict(f"{name} already runs revision {target}")
+            deployment = new_deployment(
+                name,
+                current.family,
+                current.revision if current.status == "active" else None,
+                target,
+                current.count,
+                current.deployment,
+                now,
+            )
+            started.append(deployment)
+            ops: list[Op] = [*self._supersede(current, now)]
+            ops.append(Put(keys.deployment_key(deployment.id), keys.encode(deployment)))
+            text = f"{name} rolling back from revision {current.revision} to {target}"
+            ops.append(new_event("deployment.rollback", text, now=now, service=name))
+            service = current.model_copy(
+                update={
+                    "revision": target,
+                    "status": "active",
+                    "deployment_id": deployment.id,
+                    "updated_at": now,
+                }
+            )
+            return service, ops
+
+        await self.update(keys.service_key(name), Service, change)
+        return started[0]
+
+    def _supersede(self, current: Service | None, now: float) -> list[Op]:
+        """Mark the service's running deployment superseded (a newer one takes over)."""
+        if current is None or current.deployment_id is None:
+            return []
+        running = self.cache.deployments.get(current.deployment_id)
+        if running is None or running.status.done:
+            return []
+        done = running.model_copy(
+            update={
+                "status": DeploymentStatus.SUPERSEDED,
+                "message": "superseded by a newer deployment",
+                "finished_at": now,
+                "updated_at": now,
+            }
+        )
+        return [Put(keys.deployment_key(done.id), keys.encode(done))]
 
     async def set_task(self, task: Task, mod_revision: int, extra: Sequence[Op] = ()) -> bool:
         key = keys.task_key(task.id)

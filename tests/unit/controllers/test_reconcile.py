@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moorage.controllers.reconcile import Plan, Snapshot, reconcile
+from moorage.controllers.plan import Plan
+from moorage.controllers.reconcile import Snapshot, reconcile
 from moorage.model import (
     Container,
     Desired,

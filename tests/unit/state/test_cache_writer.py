@@ -44,13 +44,17 @@ async def test_deploy_is_read_your_writes_and_idempotent(
     state: tuple[Store, StateCache, StateWriter],
 ) -> None:
     _store, cache, writer = state
-    service, taskdef, created = await writer.deploy(spec())
+    service, taskdef, created, first = await writer.deploy(spec())
     assert created and taskdef.revision == 1
     assert cache.services["web"] == service  # visible in the cache as soon as deploy returns
-    _, again, created_again = await writer.deploy(spec())
-    assert (again.revision, created_again) == (1, False)
-    _, third, created_third = await writer.deploy(spec(memory=64))
+    assert first is not None and cache.deployments[first.id] == first
+    assert (first.from_revision, first.to_revision, service.deployment_id) == (None, 1, first.id)
+    _, again, created_again, none = await writer.deploy(spec())
+    assert (again.revision, created_again, none) == (1, False, None)  # nothing to roll out
+    _, third, created_third, second = await writer.deploy(spec(memory=64))
     assert (third.revision, created_third) == (2, True)
+    assert second is not None and (second.from_revision, second.to_revision) == (1, 2)
+    assert cache.deployments[first.id].status == "superseded"  # first was still running
     assert [td.revision for td in cache.taskdef_revisions("web")] == [1, 2]
     assert [e.type for e in cache.events] == ["service.deployed"] * 3
 
