@@ -97,11 +97,8 @@ class Cluster:
             if task.desired == Desired.STOP and not task.status.terminal:
                 task = task.model_copy(update={"status": TaskStatus.STOPPED})
             elif (
-                (task.desired == Desired.RUN
-                and task.node
-                and task.run_generation < task.generation)
-                or (task.status == TaskStatus.ASSIGNED)
-            ):
+                task.desired == Desired.RUN and task.node and task.run_generation < task.generation
+            ) or (task.status == TaskStatus.ASSIGNED):
                 bad = task.revision in self.bad
                 check = CheckState(
                     container="app",
