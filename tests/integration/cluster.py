@@ -198,7 +198,11 @@ class Cluster:
         return list(self.http.get("/v1/events").json())
 
 
-def http_spec(name: str = "web", count: int = 3, memory: int = 64, extra: str = "") -> str:
+def http_spec(
+    name: str = "web", count: int = 3, memory: int = 64, extra: str = "", container: str = ""
+) -> str:
+    """The test HTTP server as a service; `container` adds keys to its container (YAML)."""
+    inner = "".join(f"    {line}\n" for line in container.strip().splitlines())
     return f"""
 service: {name}
 count: {count}
@@ -209,7 +213,7 @@ containers:
     memory: {memory}
     ports: [{{name: http}}]
     stop_timeout: 3s
-{extra}
+{inner}{extra}
 """
 
 

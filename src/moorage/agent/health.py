@@ -63,6 +63,8 @@ class Checker:
 
     async def run(self) -> None:
         interval = max(self.check.interval, MIN_INTERVAL)
+        if self.check.kind == "ttl":
+            interval = MIN_INTERVAL  # reads memory only: notice an expiry within a second
         started = time.monotonic()
         await asyncio.sleep(random.uniform(0, min(interval, 1.0)))  # jittered first run
         while True:

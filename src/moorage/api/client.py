@@ -71,13 +71,17 @@ class Client:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request_indexed(method, path, **kwargs)[0]
+
+    def request_indexed(self, method: str, path: str, **kwargs: Any) -> tuple[Any, int]:
+        """The JSON body and the blocking-query index of the response (0 if none)."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the moorage server at {self.address}: {exc}") from None
         if response.status_code >= 400:
             raise _error(response)
-        return response.json()
+        return response.json(), int(response.headers.get("X-Moorage-Index", "0") or 0)
 
     def stream_lines(self, path: str, params: dict[str, str] | None = None) -> Iterator[str]:
         """Lines of a streaming endpoint (logs, SSE), until the server ends it."""
@@ -124,6 +128,28 @@ class Client:
     def stop(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"/v1/services/{name}/stop")
         return result
+
+    def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/services/{name}/rollback", json={"to": to}
+        )
+        return result
+
+    def deployments(self, service: str | None = None) -> list[dict[str, Any]]:
+        params = {"service": service} if service else {}
+        result: list[dict[str, Any]] = self.request("GET", "/v1/deployments", params=params)
+        return result
+
+    def deployment(
+        self, deployment_id: str, index: int = 0, wait: float = 0
+    ) -> tuple[dict[str, Any], int]:
+        """One deployment; with index, block until it changes (or wait passes)."""
+        params = {"index": str(index), "wait": f"{wait:g}s"} if index else {}
+        timeout = httpx.Timeout(wait + 10, connect=5)
+        body, new_index = self.request_indexed(
+            "GET", f"/v1/deployments/{deployment_id}", params=params, timeout=timeout
+        )
+        return body, new_index
 
     def tasks(self, service: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in (("service", service), ("node", node)) if v}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
+from moorage.api import Client
 from moorage.model import parse_specs
 
 from .common import client, output_option, read_spec_file
@@ -16,44 +18,143 @@ from .output import age, emit_json, ports, table
 @click.option(
     "-f", "--file", "path", required=True, help="Spec file (moorage YAML), or - for stdin."
 )
+@click.option("--detach", is_flag=True, help="Return once deployed; do not follow the deployments.")
 @click.option(
-    "--wait/--no-wait", default=False, help="Wait until every deployed service runs its count."
+    "--timeout", default=900.0, show_default=True, help="Seconds to follow the deployments."
 )
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
 @output_option
 @click.pass_context
-def deploy(ctx: click.Context, path: str, wait: bool, timeout: float, output: str) -> None:
-    """Deploy the services of a spec file (a changed spec is a new revision)."""
+def deploy(ctx: click.Context, path: str, detach: bool, timeout: float, output: str) -> None:
+    """Deploy the services of a spec file and follow their deployments.
+
+    A changed spec is a new revision, rolled out by the service's deployment policy. Exits 0
+    when every deployment succeeds, 1 when one fails or is rolled back.
+    """
     text = read_spec_file(path)
     parse_specs(text)  # fail fast, locally, with every field error
     with client(ctx) as api:
         results = api.deploy(text)
-        if output == "json":
-            emit_json(results)
-        else:
+        if output != "json":
             for r in results:
                 verb = "registered revision" if r["created"] else "unchanged at revision"
-                click.echo(f"{r['service']}: {verb} {r['revision']}, count {r['count']}")
-        if wait:
-            _wait_running(api, [r["service"] for r in results], timeout)
+                line = f"{r['service']}: {verb} {r['revision']}, count {r['count']}"
+                if r.get("deployment"):
+                    line += f", deployment {r['deployment']}"
+                click.echo(line)
+        outcomes = []
+        if not detach:
+            deadline = time.monotonic() + timeout
+            for r in results:
+                if r.get("deployment"):
+                    outcomes.append(follow_deployment(api, r["deployment"], deadline, output))
+        if output == "json":
+            emit_json({"results": results, "deployments": outcomes})
+    failed = [d for d in outcomes if d["status"] != "successful"]
+    if failed:
+        raise DeploymentFailed(
+            "; ".join(f"{d['id']} {d['status']}: {d['message']}" for d in failed)
+        )
 
 
-def _wait_running(api: object, names: list[str], timeout: float) -> None:
-    from moorage.api import Client
+class DeploymentFailed(click.ClickException):
+    exit_code = 1
 
-    assert isinstance(api, Client)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        summaries = {s["name"]: s for s in api.services()}
-        if all(
-            summaries[n]["running"] == summaries[n]["desired"]
-            and summaries[n]["deployment"] == "stable"
-            for n in names
-        ):
-            click.echo("all tasks running")
-            return
-        time.sleep(0.5)
-    raise click.ClickException(f"timed out after {timeout:g}s waiting for {', '.join(names)}")
+
+def follow_deployment(
+    api: Client, deployment_id: str, deadline: float, output: str
+) -> dict[str, Any]:
+    """Print a deployment's progress as it moves; return it once done (a rollback is followed)."""
+    index, last = 0, ""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise click.ClickException(f"stopped following {deployment_id}: timed out")
+        deployment, index = api.deployment(deployment_id, index, min(remaining, 30.0))
+        line = describe(deployment)
+        if line != last and output != "json":
+            click.echo(f"{deployment['service']}: {line}")
+            last = line
+        if deployment["status"] != "running":
+            break
+    if deployment["status"] == "rolled_back" and output != "json":
+        service = api.service(deployment["service"])
+        back = service.get("deployment_id")
+        if back and back != deployment_id:
+            follow_deployment(api, back, deadline, output)
+    return deployment
+
+
+def describe(d: dict[str, Any]) -> str:
+    text = f"revision {d['to_revision']}: {d['healthy']}/{d['count']} healthy"
+    if d["old_remaining"]:
+        text += f", {d['old_remaining']} old remaining"
+    if d["failures"]:
+        text += f", {len(d['failures'])} failed"
+    if d["status"] != "running":
+        text += f" — {d['status']}" + (f": {d['message']}" if d["message"] else "")
+    return text
+
+
+def _check_output(task: dict[str, Any]) -> str:
+    """The last output of the task's worst check, when it is not passing."""
+    checks = [c for c in task.get("checks") or [] if c["status"] != "passing"]
+    if not checks:
+        return ""
+    worst = max(checks, key=lambda c: c["status"] == "critical")
+    return f"{worst['container']} {worst['kind']}: {worst['output']}"[:120]
+
+
+@click.command()
+@click.argument("service")
+@click.option(
+    "--to", "to", type=click.IntRange(min=1), default=None, help="Revision to go back to."
+)
+@click.option("--detach", is_flag=True, help="Do not follow the rollback.")
+@output_option
+@click.pass_context
+def rollback(ctx: click.Context, service: str, to: int | None, detach: bool, output: str) -> None:
+    """Roll a service back to an earlier revision (default: the last stable one)."""
+    with client(ctx) as api:
+        deployment = api.rollback(service, to)
+        if output != "json":
+            click.echo(f"{service}: rolling back to revision {deployment['to_revision']}")
+        if not detach:
+            deployment = follow_deployment(api, deployment["id"], time.monotonic() + 900, output)
+    if output == "json":
+        emit_json(deployment)
+    if deployment["status"] not in ("successful", "running"):
+        raise DeploymentFailed(
+            f"{deployment['id']} {deployment['status']}: {deployment['message']}"
+        )
+
+
+@click.command()
+@click.argument("service")
+@output_option
+@click.pass_context
+def deployments(ctx: click.Context, service: str, output: str) -> None:
+    """A service's deployments, newest first."""
+    with client(ctx) as api:
+        rows = api.deployments(service)
+    if output == "json":
+        emit_json(rows)
+        return
+    table(
+        ["ID", "REVISION", "FROM", "STRATEGY", "STATUS", "HEALTHY", "CREATED", "MESSAGE"],
+        [
+            [
+                d["id"],
+                d["to_revision"],
+                d["from_revision"] if d["from_revision"] is not None else "-",
+                d["strategy"],
+                d["status"],
+                f"{d['healthy']}/{d['count']}",
+                age(d["created_at"]),
+                d["message"],
+            ]
+            for d in rows
+        ],
+    )
 
 
 @click.command()
@@ -133,7 +234,18 @@ def ps(ctx: click.Context, service: str | None, show_all: bool, output: str) -> 
         emit_json(tasks)
         return
     table(
-        ["ID", "SERVICE", "REV", "NODE", "STATE", "PORTS", "STARTED", "RESTARTS", "MESSAGE"],
+        [
+            "ID",
+            "SERVICE",
+            "REV",
+            "NODE",
+            "STATE",
+            "HEALTH",
+            "PORTS",
+            "STARTED",
+            "RESTARTS",
+            "MESSAGE",
+        ],
         [
             [
                 t["id"],
@@ -145,10 +257,11 @@ def ps(ctx: click.Context, service: str | None, show_all: bool, output: str) -> 
                 else f"{t['status']} (stopping)"
                 if t["status"] not in ("stopped", "failed")
                 else t["status"],
+                t.get("health") or "-",
                 ports(t["ports"]),
                 age(t["started_at"]),
                 t["restarts"],
-                t["message"],
+                t["message"] or _check_output(t),
             ]
             for t in tasks
         ],
@@ -204,4 +317,4 @@ def logs(ctx: click.Context, target: str, follow: bool, stream: str, tail: int |
             pass
 
 
-COMMANDS = [deploy, validate, services_cmd, ps, scale, stop, logs]
+COMMANDS = [deploy, rollback, deployments, validate, services_cmd, ps, scale, stop, logs]

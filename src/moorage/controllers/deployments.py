@@ -50,7 +50,7 @@ def step(
         reason = f"{len(failures)} new tasks failed (limit {d.failure_threshold})"
         _fail(plan, service, d, reason, failures, now, rng)
         return
-    if now - progress_at > d.progress_deadline:
+    if now - progress_at > d.progress_deadline and len(healthy_new) < count:
         reason = f"no progress within the progress deadline ({d.progress_deadline:g}s)"
         _fail(plan, service, d, reason, failures, now, rng)
         return
@@ -70,6 +70,17 @@ def step(
     )
     placed = len(new) + started
 
+    # Old tasks told to stop still serve until their agent reports them stopped: the deployment
+    # is done once they are gone, so the two sets never outlive it.
+    draining = sum(
+        1
+        for t in map(plan.current, tasks)
+        if t.revision != d.to_revision
+        and t.desired == Desired.STOP
+        and t.node is not None
+        and not t.status.terminal
+    )
+    old_left = len(old) - len(stopped_old) + draining
     done = len(healthy_new) == count and len(new) == count and old_left == 0
     update: dict[str, object] = {
         "count": count,

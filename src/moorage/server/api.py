@@ -12,6 +12,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from moorage import __version__
 from moorage.model import (
+    CheckState,
+    Deployment,
     Event,
     FieldError,
     Node,
@@ -35,10 +37,12 @@ from .reports import apply_report
 from .routes import RouteTable
 from .views import (
     DeployResult,
+    RollbackBody,
     ScaleBody,
     ServiceSummary,
     StatusInfo,
     TaskReport,
+    TtlUpdate,
     summarize,
 )
 
@@ -79,7 +83,14 @@ class Api:
     # ---- services ------------------------------------------------------------------------
     def summary(self, service: Service) -> ServiceSummary:
         tasks = self.cache.tasks_of_service(service.name)
-        return summarize(service.name, service.status, service.revision, service.count, tasks)
+        summary = summarize(service.name, service.status, service.revision, service.count, tasks)
+        deployment = self.cache.deployments.get(service.deployment_id or "")
+        if deployment is not None:
+            state = deployment.status.value
+            if deployment.status == "running":
+                state += f" {deployment.healthy}/{deployment.count}"
+            summary = summary.model_copy(update={"deployment": state})
+        return summary
 
     def service(self, name: str) -> Service:
         service = self.cache.services.get(name)
@@ -199,6 +210,57 @@ class Api:
 
     @table.add(
         "POST",
+        "/v1/services/{name}/rollback",
+        "Deploy an earlier revision again (default: the last stable one)",
+        body=RollbackBody,
+        response=Deployment,
+        tags=("deployments",),
+    )
+    async def rollback(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        raw = await request.read()
+        body = validate_body(RollbackBody, json.loads(raw) if raw.strip() else {})
+        self.service(name)
+        return respond(await self.writer.rollback(name, body.to))
+
+    # ---- deployments ---------------------------------------------------------------------
+    @table.add(
+        "GET",
+        "/v1/deployments",
+        "Deployments, newest first (filter by service)",
+        response=list[Deployment],
+        query=("service",),
+        blocking=True,
+        tags=("deployments",),
+    )
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        service = request.query.get("service")
+        if service:
+            index = await block(request, self.cache, Topic.service_deployments(service))
+            return respond(self.cache.deployments_of(service), index)
+        index = await block(request, self.cache, Topic.ANY)
+        found = sorted(
+            self.cache.deployments.values(), key=lambda d: (d.created_at, d.id), reverse=True
+        )
+        return respond(found, index)
+
+    @table.add(
+        "GET",
+        "/v1/deployments/{id}",
+        "One deployment (block on it to follow its progress)",
+        response=Deployment,
+        blocking=True,
+        tags=("deployments",),
+    )
+    async def get_deployment(self, request: web.Request) -> web.Response:
+        deployment_id = request.match_info["id"]
+        if deployment_id not in self.cache.deployments:
+            raise NotFound(f"no deployment {deployment_id!r}")
+        index = await block(request, self.cache, Topic.deployment(deployment_id))
+        return respond(self.cache.deployments[deployment_id], index)
+
+    @table.add(
+        "POST",
         "/v1/services/{name}/stop",
         "Stop every task of a service (the service is kept, stopped)",
         response=ServiceSummary,
@@ -305,6 +367,40 @@ class Api:
 
         task = await self.writer.update(k.task_key(task_id), Task, change)
         return respond(task)
+
+    @table.add(
+        "PUT",
+        "/v1/tasks/{id}/checks/{container}/ttl",
+        "Set a TTL check's state (it turns critical when not set again within its ttl)",
+        body=TtlUpdate,
+        response=Task,
+        tags=("tasks",),
+    )
+    async def update_ttl(self, request: web.Request) -> web.Response:
+        task_id, container = request.match_info["id"], request.match_info["container"]
+        body = validate_body(TtlUpdate, await read_json(request))
+        task = self.cache.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}")
+        taskdef = self.cache.taskdefs.get((task.family, task.revision))
+        spec = (
+            next((c for c in taskdef.containers if c.name == container), None) if taskdef else None
+        )
+        if spec is None or spec.health is None or spec.health.ttl is None:
+            raise SpecError(
+                [FieldError("container", f"{container!r} has no TTL check in task {task_id}")]
+            )
+        now = self.clock()
+        state = CheckState(
+            container=container, kind="ttl", status=body.status, output=body.output, updated_at=now
+        )
+
+        def change(current: Task | None) -> tuple[Task | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no task {task_id!r}")
+            return current.model_copy(update={"ttl": {**current.ttl, container: state}}), []
+
+        return respond(await self.writer.update(k.task_key(task_id), Task, change))
 
     # ---- nodes ---------------------------------------------------------------------------
     @table.add(

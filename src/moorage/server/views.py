@@ -50,6 +50,15 @@ class TaskReport(Body):
     checks: list[CheckState] = Field(default_factory=list)
 
 
+class RollbackBody(Body):
+    to: int | None = Field(default=None, ge=1, description="revision; default: the last stable one")
+
+
+class TtlUpdate(Body):
+    status: Health
+    output: str = Field(default="", max_length=4096)
+
+
 class StatusInfo(BaseModel):
     version: str
     leader: str
