@@ -94,7 +94,9 @@ class Work:
             fit = min(fit, 1 if self.static_ports_free(node, ask) else 0)
         dynamic = sum(1 for p in ask.ports if p.host is None)
         if dynamic:
-            fit = min(fit, self.dynamic_ports_left(node) // dynamic)
+            low, high = node.port_range  # a static port inside the range takes a slot too
+            pinned = sum(1 for p in ask.ports if p.host is not None and low <= p.host <= high)
+            fit = min(fit, (self.dynamic_ports_left(node) - pinned) // dynamic)
         if any(c.op == "distinct_hosts" for c in ask.constraints):
             fit = min(fit, 0 if self.count(node.name, ask.service) else 1)
         return max(fit, 0)
@@ -111,12 +113,14 @@ class Work:
             if used is None:
                 used = self._ports[node.name] = set(self.state.ports_used[node.name])
             low, high = node.port_range
-            for spec in ask.ports:
+            # Static ports first, so that no dynamic port of this task can take one of them.
+            for spec in sorted(ask.ports, key=lambda spec: spec.host is None):
                 port = spec.host if spec.host is not None else self._next_port(node, used)
                 if port not in used and low <= port <= high and node.name in self._dynamic_used:
                     self._dynamic_used[node.name] += 1
                 used.add(port)
                 ports[spec.name] = port
+            ports = {spec.name: ports[spec.name] for spec in ask.ports}
         return Placed(node.name, ports)
 
     def _next_port(self, node: NodeInfo, used: set[int]) -> int:

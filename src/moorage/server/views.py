@@ -20,7 +20,7 @@ class ServiceSummary(BaseModel):
     healthy: int
     pending: int
     restarts: int
-    deployment: str  # "stable" while every live task runs the service's revision, else "replacing"
+    deployment: str  # the latest deployment: "running 2/3", "successful", "rolled_back"...
     message: str = ""
 
 

@@ -117,3 +117,31 @@ def test_later_asks_see_earlier_placements() -> None:
     plan = place(ClusterState.build(nodes, []), [Ask("a", 1, 100, 400), Ask("b", 1, 100, 400)])
     assert plan.placements[0][0].node == "n1"
     assert plan.unplaced[1].reason == "no node has 400 MiB of free memory"
+
+
+def test_an_unmet_in_constraint_is_named_with_its_list() -> None:
+    ask = Ask("web", 1, 100, 64, constraints=(Constraint.parse("zone in [x, y]"),))
+    plan = place(ClusterState.build(zone_nodes(), []), [ask])
+    assert plan.unplaced[0].reason == "no node satisfies zone in [x, y]"
+
+
+def test_a_static_port_inside_the_dynamic_range_is_not_handed_out_twice() -> None:
+    """Regression: a dynamic port of a task could be given the number of its own static port."""
+    nodes = [NodeInfo("n1", 4096, 4096, port_range=(20000, 20003))]
+    ports = (PortSpec(name="http"), PortSpec(name="admin", host=20001))
+    for seed in range(32):  # the dynamic cursor starts at a seeded random point
+        plan = place(ClusterState.build(nodes, []), [Ask("web", 3, 100, 64, ports=ports)], seed)
+        (spot,) = plan.placements[0]  # the static port allows one task per node
+        assert spot.ports["admin"] == 20001
+        assert spot.ports["http"] in {20000, 20002, 20003}
+        assert list(spot.ports) == ["http", "admin"]  # in the order the task declares them
+
+
+def test_a_static_port_takes_a_slot_of_the_dynamic_range() -> None:
+    """Regression: with the range's only port pinned, the dynamic port used to crash place()."""
+    nodes = [NodeInfo("n1", 4096, 4096, port_range=(20000, 20000))]
+    ports = (PortSpec(name="admin", host=20000), PortSpec(name="http"))
+    plan = place(ClusterState.build(nodes, []), [Ask("web", 1, 100, 64, ports=ports)])
+    assert plan.placements == {}
+    assert plan.unplaced[0].count == 1
+    assert plan.unplaced[0].reason == "no node has enough free dynamic ports"
