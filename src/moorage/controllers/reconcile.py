@@ -243,6 +243,7 @@ def _node_infos(nodes: Iterable[Node]) -> list[NodeInfo]:
             attrs={**n.attrs, "node.name": n.name},
             port_range=n.port_range,
             eligible=n.status == NodeStatus.READY,
+            drivers=frozenset(n.drivers),
         )
         for n in nodes
     ]
@@ -267,4 +268,5 @@ def _ask(service: Service, taskdef: TaskDefinition, count: int) -> Ask:
         constraints=tuple(service.placement.parsed_constraints()),
         strategy=service.placement.strategy,
         spread_attr=service.placement.spread_attr,
+        drivers=frozenset(c.driver for c in taskdef.containers),
     )

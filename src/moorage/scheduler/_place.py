@@ -152,7 +152,9 @@ class Work:
 
 
 def constraints_ok(node: NodeInfo, ask: Ask) -> bool:
-    """Node attributes satisfy every constraint (`node.name` is always an attribute)."""
+    """The node offers the ask's drivers, and its attributes satisfy every constraint."""
+    if not ask.drivers <= node.drivers:
+        return False
     for constraint in ask.constraints:
         if constraint.op == "distinct_hosts":
             continue
@@ -214,7 +216,7 @@ def _spread(work: Work, ask: Ask) -> list[Placed]:
     O(log values + log nodes), and an ask costs O(values + nodes already running the service),
     not O(all nodes).
     """
-    filtered = any(c.op != "distinct_hosts" for c in ask.constraints)
+    filtered = bool(ask.drivers) or any(c.op != "distinct_hosts" for c in ask.constraints)
     nodes = work.state.nodes
     running = work.service_nodes(ask.service)
 

@@ -15,6 +15,9 @@ def _rejection(work: Work, node: NodeInfo, ask: Ask) -> str:
 
     if not node.eligible:
         return "ineligible"
+    missing = sorted(ask.drivers - node.drivers)
+    if missing:
+        return f"driver:{missing[0]}"
     for constraint in ask.constraints:
         if constraint.op != "distinct_hosts" and not constraints_ok(node, _only(ask, constraint)):
             return f"constraint:{constraint}"
@@ -48,7 +51,7 @@ def _phrase(kind: str, ask: Ask, count: int | None) -> str:
             "memory": f"no node has {ask.memory} MiB of free memory",
             "static_port": f"no node has host port {static} free",
             "dynamic_ports": "no node has enough free dynamic ports",
-        }.get(kind) or f"no node satisfies {kind.split(':', 1)[1]}"
+        }.get(kind) or _other(kind, None)
     return {
         "ineligible": f"{count} not eligible",
         "distinct_hosts": f"{count} already run {ask.service} (distinct_hosts)",
@@ -56,7 +59,18 @@ def _phrase(kind: str, ask: Ask, count: int | None) -> str:
         "memory": f"{count} lack memory ({ask.memory} MiB)",
         "static_port": f"{count} have host port {static} taken",
         "dynamic_ports": f"{count} lack dynamic ports",
-    }.get(kind) or f"{count} excluded by {kind.split(':', 1)[1]}"
+    }.get(kind) or _other(kind, count)
+
+
+def _other(kind: str, count: int | None) -> str:
+    head, _, detail = kind.partition(":")
+    if head == "driver":
+        return (
+            f"no node has the {detail} driver"
+            if count is None
+            else f"{count} lack the {detail} driver"
+        )
+    return f"no node satisfies {detail}" if count is None else f"{count} excluded by {detail}"
 
 
 def explain(work: Work, ask: Ask) -> str:

@@ -19,6 +19,7 @@ class NodeInfo:
     attrs: Mapping[str, str] = field(default_factory=dict)
     port_range: tuple[int, int] = (20000, 32000)
     eligible: bool = True
+    drivers: frozenset[str] = frozenset({"process"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Ask:
     constraints: tuple[Constraint, ...] = ()
     strategy: Literal["binpack", "spread"] = "binpack"
     spread_attr: str | None = None
+    drivers: frozenset[str] = frozenset()  # task drivers the node must offer (process, docker)
 
 
 @dataclass

@@ -145,3 +145,18 @@ def test_a_static_port_takes_a_slot_of_the_dynamic_range() -> None:
     assert plan.placements == {}
     assert plan.unplaced[0].count == 1
     assert plan.unplaced[0].reason == "no node has enough free dynamic ports"
+
+
+def test_a_task_needing_a_driver_no_node_offers_is_explained() -> None:
+    nodes = [
+        NodeInfo("p1", 4096, 4096),
+        NodeInfo("d1", 4096, 4096, drivers=frozenset({"process", "docker"})),
+    ]
+    plan = place(
+        ClusterState.build(nodes, []), [Ask("web", 2, 100, 64, drivers=frozenset({"docker"}))]
+    )
+    assert {s.node for s in plan.placements[0]} == {"d1"}
+    plan = place(
+        ClusterState.build(nodes[:1], []), [Ask("web", 1, 100, 64, drivers=frozenset({"docker"}))]
+    )
+    assert plan.unplaced[0].reason == "no node has the docker driver"
