@@ -22,7 +22,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from moorage.drivers.base import Driver
+from moorage.drivers.base import Driver, TaskHandle
+from moorage.drivers.docker import DockerDriver
+from moorage.drivers.errors import DriverError
 from moorage.drivers.process import ProcessDriver
 from moorage.model import Desired, Node, Task, TaskStatus, Unavailable
 
@@ -61,7 +63,8 @@ class Agent:
         self.token = token
         self.cpu = cpu or machine_cpu()
         self.memory = memory or machine_memory()
-        self.driver: Driver = ProcessDriver()
+        self.process_driver = ProcessDriver()
+        self.drivers: dict[str, Driver] = {"process": self.process_driver}
         self.handles = HandleStore(data_dir)
         self.runners: dict[str, TaskRunner] = {}
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
@@ -69,8 +72,7 @@ class Agent:
         self.client: ServerClient | None = None
 
     def node(self) -> Node:
-        driver = self.driver
-        cgroups = getattr(driver, "cgroups", "none")
+        cgroups = self.process_driver.cgroups
         return Node(
             name=self.name,
             address=self.advertise,
@@ -78,7 +80,7 @@ class Agent:
             cpu=self.cpu,
             memory=self.memory,
             attrs=self.attrs,
-            drivers=[driver.name],
+            drivers=sorted(self.drivers),
             cgroups=cgroups,
         )
 
@@ -90,10 +92,23 @@ class Agent:
     ) -> None:
         """Run until cancelled. With stop_tasks_on_exit, every task is stopped and reported first."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        docker = DockerDriver()
+        if await docker.available():
+            self.drivers["docker"] = docker
+        else:
+            await docker.close()
+        try:
+            await self._run(ready, stop_tasks_on_exit)
+        finally:
+            if isinstance(self.drivers.get("docker"), DockerDriver):
+                await docker.close()
+
+    async def _run(self, ready: asyncio.Event | None, stop_tasks_on_exit: bool) -> None:
         async with aiohttp.ClientSession() as session:
             self.client = ServerClient(session, self.server_url, self.token)
             await self._register_until_done()
             self._recovered = {s.task_id: s for s in self.handles.load_all()}
+            await self._remove_unknown_containers()
             runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:
@@ -236,7 +251,7 @@ class Agent:
             task,
             taskdef,
             generation,
-            self.driver,
+            self.drivers,
             self.handles,
             self.task_dir(task.id),
             self.name,
@@ -249,16 +264,42 @@ class Agent:
 
     async def _recover(self, task: Task, saved: SavedTask) -> TaskRunner:
         """Re-attach to a task that ran before this agent restarted (or collect how it ended)."""
-        alive = [await self.driver.recover(h) for h in saved.handles]
+        alive = [await self._driver_of(h).recover(h) for h in saved.handles]
         log.info("task %s: recovered %d/%d running containers", task.id, sum(alive), len(alive))
         return await self._start(task, saved.generation, saved)
+
+    def _driver_of(self, handle: TaskHandle) -> Driver:
+        return self.drivers.get(handle.driver) or self.process_driver
+
+    async def _remove_unknown_containers(self) -> None:
+        """Containers labelled for this node that no saved task owns: leftovers, removed."""
+        docker = self.drivers.get("docker")
+        if not isinstance(docker, DockerDriver):
+            return
+        known = {
+            h.state.get("container_id") for saved in self._recovered.values() for h in saved.handles
+        }
+        try:
+            managed = await docker.managed(self.name)
+        except DriverError as exc:
+            log.warning("cannot list containers: %s", exc)
+            return
+        for container_id, task_id in managed.items():
+            if container_id not in known:
+                log.warning(
+                    "removing container %s (task %s): labelled by moorage, unknown here",
+                    container_id[:12],
+                    task_id,
+                )
+                await docker.remove(container_id)
 
     async def _adopt_orphan(self, saved: SavedTask) -> None:
         """A saved task the server no longer lists: stop whatever of it still runs."""
         for handle in saved.handles:
-            if await self.driver.recover(handle):
-                await self.driver.stop(handle, 5.0)
-            await self.driver.destroy(handle)
+            driver = self._driver_of(handle)
+            if await driver.recover(handle):
+                await driver.stop(handle, 5.0)
+            await driver.destroy(handle)
         self.handles.remove(saved.task_id)
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +24,7 @@ import aiohttp
 from moorage.model import CheckState, Container, Health, HealthCheck, Task
 
 OUTPUT_LIMIT = 4096
+ExecIn = Callable[[list[str], float], Awaitable[tuple[int, str]]]
 MIN_INTERVAL = 1.0
 
 
@@ -44,6 +45,7 @@ class Checker:
         workdir: Path,
         on_change: Callable[[], None],
         session: aiohttp.ClientSession | None = None,
+        exec_in: ExecIn | None = None,
     ) -> None:
         assert container.health is not None
         self.task = task
@@ -53,6 +55,7 @@ class Checker:
         self.workdir = workdir
         self.on_change = on_change
         self.session = session
+        self.exec_in = exec_in
         self.state = CheckState(
             container=container.name,
             kind=self.check.kind,
@@ -147,6 +150,9 @@ class Checker:
 
     async def _command(self) -> tuple[Health, str]:
         assert self.check.command is not None
+        if self.exec_in is not None:  # inside the container
+            code, text = await self.exec_in(self.check.command, self.check.timeout)
+            return _by_exit_code(code, text.strip())
         process = await asyncio.create_subprocess_exec(
             *self.check.command,
             env=self.env,
@@ -163,10 +169,7 @@ class Checker:
                 process.kill()
             await process.wait()
             raise
-        text = out.decode(errors="replace").strip()
-        code = process.returncode
-        status = Health.PASSING if code == 0 else Health.WARNING if code == 1 else Health.CRITICAL
-        return status, f"exit code {code}" + (f": {text}" if text else "")
+        return _by_exit_code(process.returncode or 0, out.decode(errors="replace").strip())
 
     def _ttl(self) -> tuple[Health, str]:
         update = self.task.ttl.get(self.container.name)
@@ -177,3 +180,8 @@ class Checker:
         if age > ttl:
             return Health.CRITICAL, f"TTL expired: last update {age:.0f}s ago (ttl {ttl:g}s)"
         return update.status, update.output
+
+
+def _by_exit_code(code: int, text: str) -> tuple[Health, str]:
+    status = Health.PASSING if code == 0 else Health.WARNING if code == 1 else Health.CRITICAL
+    return status, f"exit code {code}" + (f": {text}" if text else "")

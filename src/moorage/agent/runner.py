@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from moorage.drivers.errors import DriverError
 from moorage.model import Container, ContainerState, Task, TaskDefinition, TaskStatus
 
 from .handles import HandleStore, SavedTask
-from .health import Checker, worst
+from .health import Checker, ExecIn, worst
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,11 @@ INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "TZ")
 
 
 def task_env(task: Task, container: Container, node: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    """The environment of a container: the agent's basics (processes only), the spec's env,
+    the port variables and the task's identity."""
+    env = {}
+    if container.driver == "process":
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     env.update(container.env)
     for position, port in enumerate(container.ports):
         host = task.ports.get(port.name)
@@ -56,7 +60,7 @@ class TaskRunner:
         task: Task,
         taskdef: TaskDefinition,
         generation: int,
-        driver: Driver,
+        drivers: Mapping[str, Driver],
         handles: HandleStore,
         task_dir: Path,
         node: str,
@@ -66,7 +70,7 @@ class TaskRunner:
         self.task = task
         self.taskdef = taskdef
         self.generation = generation
-        self.driver = driver
+        self.drivers = drivers
         self.store = handles
         self.task_dir = task_dir
         self.node = node
@@ -86,6 +90,12 @@ class TaskRunner:
     @property
     def active(self) -> bool:
         return not self.done.is_set()
+
+    def driver(self, handle: TaskHandle) -> Driver:
+        driver = self.drivers.get(handle.driver)
+        if driver is None:
+            raise DriverError(f"this node has no {handle.driver} driver any more")
+        return driver
 
     def update_task(self, task: Task) -> None:
         """The server's newer view of this task (TTL check updates arrive this way)."""
@@ -115,17 +125,33 @@ class TaskRunner:
         for container in self.taskdef.containers:
             if container.health is None:
                 continue
+            env = task_env(self.task, container, self.node)
+            handle = next((h for h in self.handles if h.container == container.name), None)
             checker = Checker(
                 self.task,
                 container,
-                task_env(self.task, container, self.node),
+                env,
                 self.task_dir / container.name,
                 self._health_dirty.set,
+                exec_in=self._exec_in(handle, env) if container.driver == "docker" else None,
             )
             self.checkers.append(checker)
             self._check_tasks.append(
                 asyncio.create_task(checker.run(), name=f"check-{self.task.id}-{container.name}")
             )
+
+    def _exec_in(self, handle: TaskHandle | None, env: dict[str, str]) -> ExecIn | None:
+        """Command checks of a Docker container run inside it."""
+        driver = self.drivers.get("docker")
+        execute = getattr(driver, "exec", None)
+        if handle is None or execute is None:
+            return None
+
+        async def run(command: list[str], timeout: float) -> tuple[int, str]:
+            result: tuple[int, str] = await execute(handle, command, env, timeout)
+            return result
+
+        return run
 
     async def _report_health(self) -> None:
         """Send the checks' state while the task runs (never after its final report)."""
@@ -148,7 +174,10 @@ class TaskRunner:
             env = task_env(self.task, container, self.node)
             request = StartRequest(self.task.id, container, env, self.task.ports, self.task_dir)
             try:
-                self.handles.append(await self.driver.start(request))
+                driver = self.drivers.get(container.driver)
+                if driver is None:
+                    raise DriverError(f"this node has no {container.driver} driver")
+                self.handles.append(await driver.start(request))
             except (DriverError, OSError) as exc:
                 message = f"container {container.name}: {exc}"
                 await self._stop_handles()
@@ -163,7 +192,7 @@ class TaskRunner:
 
     # ---- watch -----------------------------------------------------------------------------
     async def _watch(self) -> None:
-        waits = {asyncio.create_task(self.driver.wait(h)): h for h in self.handles}
+        waits = {asyncio.create_task(self.driver(h).wait(h)): h for h in self.handles}
         stopper = asyncio.create_task(self._stop.wait())
         health = asyncio.create_task(self._report_health())
         results: dict[str, ExitResult] = {}
@@ -202,7 +231,7 @@ class TaskRunner:
         states = self._states(results)
         for handle in self.handles:
             with contextlib.suppress(DriverError, OSError):
-                await self.driver.destroy(handle)
+                await self.driver(handle).destroy(handle)
         self.store.remove(self.task.id)
         await self._send(status, message, code, states, finished=True)
 
@@ -210,7 +239,7 @@ class TaskRunner:
         async def stop(handle: TaskHandle) -> tuple[str, ExitResult]:
             timeout = self._container(handle.container).stop_timeout
             try:
-                return handle.container, await self.driver.stop(handle, timeout)
+                return handle.container, await self.driver(handle).stop(handle, timeout)
             except (DriverError, OSError, TimeoutError) as exc:
                 return handle.container, ExitResult(None, message=f"stop failed: {exc}")
 
@@ -234,7 +263,7 @@ class TaskRunner:
                     started_at=self.started_at or None,
                     finished_at=time.time() if result else None,
                     message=result.describe() if result else "",
-                    memory_enforced=self.driver.memory_enforced(handle),
+                    memory_enforced=self.driver(handle).memory_enforced(handle),
                 )
             )
         return states

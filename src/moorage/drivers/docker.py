@@ -1,0 +1,294 @@
+"""The Docker driver: runs a container's `image` through the Docker Engine API (aiodocker).
+
+    start    inspect the image (pull when missing) ─▶ create (labels, ports, cpu shares, memory)
+             ─▶ start ─▶ a log pump copies stdout/stderr into the task's rotating log files
+    recover  inspect the container named in the handle: running means re-attached (by id, and
+             the `moorage.task` label must match)
+    wait     the engine's wait, then the container's state (exit code, OOM kill)
+    stop     the engine's stop: SIGTERM, SIGKILL after the timeout
+
+Every engine error becomes a `DriverError` with the engine's message: the agent reports it on
+the task, it never crashes on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import aiodocker
+from aiodocker.containers import DockerContainer
+
+from ._executor import RotatingFile
+from .base import ExitResult, StartRequest, TaskHandle
+from .errors import DriverError, StartError
+from .process import LOG_KEEP, LOG_MAX_BYTES, expand
+
+log = logging.getLogger(__name__)
+
+LABEL_TASK = "moorage.task"
+LABEL_CONTAINER = "moorage.container"
+LABEL_SERVICE = "moorage.service"
+LABEL_NODE = "moorage.node"
+LABEL_CONFIG = "moorage.config"
+
+
+def _message(exc: aiodocker.DockerError) -> str:
+    return str(exc.message) if getattr(exc, "message", None) else str(exc)
+
+
+class DockerDriver:
+    name = "docker"
+
+    def __init__(self, docker: aiodocker.Docker | None = None) -> None:
+        self._docker = docker
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker()
+        return self._docker
+
+    async def available(self) -> bool:
+        """Whether an engine answers (the agent offers the driver only then)."""
+        try:
+            async with asyncio.timeout(5):
+                await self.docker.version()
+            return True
+        except (aiodocker.DockerError, OSError, TimeoutError, ValueError) as exc:
+            log.info("docker driver unavailable: %s", exc)
+            return False
+
+    async def close(self) -> None:
+        for pump in self._pumps.values():
+            pump.cancel()
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    # ---- start ---------------------------------------------------------------------------
+    async def start(self, req: StartRequest) -> TaskHandle:
+        container = req.container
+        if container.image is None:
+            raise StartError(
+                f"container {container.name!r} has no image (the docker driver runs images)"
+            )
+        await self._ensure_image(container.image)
+        logs = req.task_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        name = f"moorage-{req.task_id}-{container.name}"
+        config = self._config(req)
+        try:
+            with contextlib.suppress(aiodocker.DockerError):  # a leftover from a crashed start
+                await (await self.docker.containers.get(name)).delete(force=True)
+            created = await self.docker.containers.create(config, name=name)
+            await created.start()
+        except aiodocker.DockerError as exc:
+            with contextlib.suppress(aiodocker.DockerError):
+                await (await self.docker.containers.get(name)).delete(force=True)
+            raise StartError(f"docker: {_message(exc)}") from None
+        handle = TaskHandle(
+            self.name,
+            req.task_id,
+            container.name,
+            {"container_id": created.id, "name": name, "logs": str(logs)},
+        )
+        info = await created.show()
+        handle.state["pid"] = info["State"].get("Pid")
+        self._pump(handle, created, since=0)
+        return handle
+
+    async def _ensure_image(self, image: str) -> None:
+        try:
+            await self.docker.images.inspect(image)
+            return
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise StartError(f"docker: {_message(exc)}") from None
+        repo, _, tag = (
+            image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+        )
+        try:
+            await self.docker.images.pull(repo or image, tag=tag or "latest")
+        except aiodocker.DockerError as exc:
+            raise StartError(
+                f"image {image} is not on this node and cannot be pulled: {_message(exc)}"
+            ) from None
+
+    def _config(self, req: StartRequest) -> dict[str, Any]:
+        container = req.container
+        exposed: dict[str, dict[str, Any]] = {}
+        bindings: dict[str, list[dict[str, str]]] = {}
+        for spec in container.ports:
+            host = req.ports.get(spec.name)
+            if host is None:
+                continue
+            inside = f"{spec.container or host}/{spec.protocol}"
+            exposed[inside] = {}
+            bindings.setdefault(inside, []).append({"HostIp": "", "HostPort": str(host)})
+        labels = {
+            LABEL_TASK: req.task_id,
+            LABEL_CONTAINER: container.name,
+            LABEL_SERVICE: req.env.get("MOORAGE_SERVICE", ""),
+            LABEL_NODE: req.env.get("MOORAGE_NODE", ""),
+            LABEL_CONFIG: config_hash(req),
+        }
+        host_config: dict[str, Any] = {
+            "PortBindings": bindings,
+            "Memory": container.memory * 1024 * 1024,
+            "CpuShares": max(container.cpu, 2),
+            "Init": True,  # reap zombies and forward signals, as `docker run --init`
+        }
+        if container.memory_reservation:
+            host_config["MemoryReservation"] = container.memory_reservation * 1024 * 1024
+        config: dict[str, Any] = {
+            "Image": container.image,
+            "Env": [f"{k}={v}" for k, v in req.env.items()],
+            "Labels": labels,
+            "ExposedPorts": exposed,
+            "HostConfig": host_config,
+            "StopTimeout": int(container.stop_timeout),
+        }
+        if container.command is not None:
+            config["Cmd"] = [expand(a, req.env) for a in container.command]
+        if container.entrypoint is not None:
+            config["Entrypoint"] = [expand(a, req.env) for a in container.entrypoint]
+        if container.workdir:
+            config["WorkingDir"] = container.workdir
+        return config
+
+    # ---- logs ----------------------------------------------------------------------------
+    def _pump(self, handle: TaskHandle, container: DockerContainer, since: int) -> None:
+        key = handle.state["container_id"]
+        if key in self._pumps and not self._pumps[key].done():
+            return
+        self._pumps[key] = asyncio.create_task(
+            self._pump_logs(handle, container, since), name=f"docker-logs-{handle.task_id}"
+        )
+
+    async def _pump_logs(self, handle: TaskHandle, container: DockerContainer, since: int) -> None:
+        async def copy(stream: Literal["stdout", "stderr"]) -> None:
+            sink = RotatingFile(self.log_path(handle, stream), LOG_MAX_BYTES, LOG_KEEP)
+            try:
+                lines = container.log(**{stream: True}, follow=True, since=since, timeout=None)
+                async for line in lines:
+                    sink.write(line.encode() if isinstance(line, str) else line)
+            except (TimeoutError, aiodocker.DockerError, OSError) as exc:
+                log.debug("log stream of %s ended: %s", handle.task_id, exc)
+            finally:
+                sink.file.close()
+
+        await asyncio.gather(copy("stdout"), copy("stderr"))
+
+    # ---- observe -------------------------------------------------------------------------
+    async def _container(self, handle: TaskHandle) -> DockerContainer | None:
+        try:
+            container = await self.docker.containers.get(handle.state["container_id"])
+            info = await container.show()
+        except aiodocker.DockerError:
+            return None
+        if info["Config"]["Labels"].get(LABEL_TASK) != handle.task_id:
+            return None
+        return container
+
+    async def recover(self, handle: TaskHandle) -> bool:
+        container = await self._container(handle)
+        if container is None:
+            return False
+        info = await container.show()
+        if not info["State"]["Running"]:
+            return False
+        stdout = self.log_path(handle, "stdout")
+        since = int(stdout.stat().st_mtime) if stdout.exists() else 0
+        self._pump(handle, container, since)
+        return True
+
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        container = await self._container(handle)
+        if container is None:
+            return ExitResult(None, message="the container vanished")
+        try:
+            await container.wait(timeout=None)
+            info = await container.show()
+        except aiodocker.DockerError as exc:
+            return ExitResult(None, message=f"docker: {_message(exc)}")
+        state = info["State"]
+        code = state.get("ExitCode")
+        pump = self._pumps.get(handle.state["container_id"])
+        if pump is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(pump), 2)
+        return ExitResult(
+            code,
+            9 if code == 137 else None,
+            bool(state.get("OOMKilled")),
+            str(state.get("Error") or ""),
+        )
+
+    async def stop(self, handle: TaskHandle, timeout: float) -> ExitResult:
+        container = await self._container(handle)
+        if container is None:
+            return ExitResult(None, message="the container vanished")
+        with contextlib.suppress(aiodocker.DockerError):
+            await container.stop(t=max(int(timeout), 0), timeout=timeout + 30)
+        return await self.wait(handle)
+
+    async def destroy(self, handle: TaskHandle) -> None:
+        pump = self._pumps.pop(handle.state.get("container_id", ""), None)
+        if pump is not None:
+            pump.cancel()
+        container = await self._container(handle)
+        if container is not None:
+            with contextlib.suppress(aiodocker.DockerError):
+                await container.delete(force=True)
+
+    def log_path(self, handle: TaskHandle, stream: Literal["stdout", "stderr"]) -> Path:
+        return Path(handle.state["logs"]) / f"{handle.container}.{stream}"
+
+    def memory_enforced(self, handle: TaskHandle) -> bool:
+        return True
+
+    async def exec(
+        self, handle: TaskHandle, command: list[str], env: dict[str, str], timeout: float
+    ) -> tuple[int, str]:
+        """Run a command inside the container; its exit code and combined output."""
+        container = await self._container(handle)
+        if container is None:
+            raise DriverError("the container is gone")
+        try:
+            execution = await container.exec(command, stdout=True, stderr=True)
+            chunks: list[bytes] = []
+            async with asyncio.timeout(timeout), execution.start(detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    chunks.append(message.data)
+            info = await execution.inspect()
+        except aiodocker.DockerError as exc:
+            raise DriverError(f"docker: {_message(exc)}") from None
+        return int(info.get("ExitCode") or 0), b"".join(chunks).decode(errors="replace")
+
+    async def managed(self, node: str) -> dict[str, str]:
+        """Containers this node's moorage created: container id -> task id."""
+        try:
+            found = await self.docker.containers.list(
+                all=True, filters=json.dumps({"label": [f"{LABEL_NODE}={node}"]})
+            )
+        except aiodocker.DockerError as exc:
+            raise DriverError(f"docker: {_message(exc)}") from None
+        return {c.id: c["Labels"].get(LABEL_TASK, "") for c in found}
+
+    async def remove(self, container_id: str) -> None:
+        with contextlib.suppress(aiodocker.DockerError):
+            await (await self.docker.containers.get(container_id)).delete(force=True)
+
+
+def config_hash(req: StartRequest) -> str:
+    body = json.dumps(
+        {"container": req.container.model_dump(mode="json"), "ports": req.ports}, sort_keys=True
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
