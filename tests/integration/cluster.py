@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,6 +146,7 @@ class Cluster:
         self.server.stop()
         self.http.close()
         kill_tasks_under(self.root)
+        remove_containers("n1")
 
     # ---- helpers -----------------------------------------------------------------------
     def cli(
@@ -226,6 +228,30 @@ def kill_tasks_under(root: Path) -> None:
                 for child in proc.children(recursive=True):
                     child.kill()
                 proc.kill()
+
+
+def remove_containers(node: str) -> None:
+    """The test agent's containers (they outlive the agent by design)."""
+    if shutil.which("docker") is None:
+        return
+    listed = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=moorage.node={node}"],
+        capture_output=True,
+        text=True,
+    )
+    ids = listed.stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+def containers_of(node: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=moorage.node={node}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
 
 
 def pid_alive(pid: int) -> bool:

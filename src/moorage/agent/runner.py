@@ -40,9 +40,14 @@ def task_env(task: Task, container: Container, node: str) -> dict[str, str]:
         host = task.ports.get(port.name)
         if host is None:
             continue
+        # What the workload listens on: the host port for a process, the mapped container
+        # port for a Docker container (HOST_PORT_<NAME> tells it the host side).
+        inside = port.container or host if container.driver == "docker" else host
+        name = port.name.upper().replace("-", "_")
         if position == 0:
-            env["PORT"] = str(host)
-        env[f"PORT_{port.name.upper().replace('-', '_')}"] = str(host)
+            env["PORT"] = str(inside)
+        env[f"PORT_{name}"] = str(inside)
+        env[f"HOST_PORT_{name}"] = str(host)
     env.update(
         {
             "MOORAGE_TASK_ID": task.id,
