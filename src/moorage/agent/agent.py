@@ -32,7 +32,7 @@ from .client import ServerClient, ServerError
 from .handles import HandleStore, SavedTask
 from .http import build_app
 from .resources import machine_cpu, machine_memory
-from .runner import TaskRunner
+from .runner import TaskRunner, task_env
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,7 @@ class Agent:
             self.name,
             self.report,
             saved,
+            self._secrets,
         )
         self.runners[task.id] = runner
         self._runner_tasks[task.id] = asyncio.create_task(runner.run(), name=f"task-{task.id}")
@@ -267,6 +268,21 @@ class Agent:
         alive = [await self._driver_of(h).recover(h) for h in saved.handles]
         log.info("task %s: recovered %d/%d running containers", task.id, sum(alive), len(alive))
         return await self._start(task, saved.generation, saved)
+
+    async def exec_env(self, runner: TaskRunner, container: str) -> dict[str, str]:
+        """The environment an exec gets: the container's own (secrets included) for processes;
+        a Docker exec inherits the container's environment from the engine."""
+        spec = next((c for c in runner.taskdef.containers if c.name == container), None)
+        if spec is None or spec.driver == "docker":
+            return {}
+        env = task_env(runner.task, spec, self.name)
+        if spec.secrets:
+            env.update((await self._secrets(runner.task.id)).get(container, {}))
+        return env
+
+    async def _secrets(self, task_id: str) -> dict[str, dict[str, str]]:
+        assert self.client is not None
+        return await self.client.task_secrets(task_id, self.name)
 
     def _driver_of(self, handle: TaskHandle) -> Driver:
         return self.drivers.get(handle.driver) or self.process_driver

@@ -25,13 +25,18 @@ class ServerClient:
         self._taskdefs: dict[tuple[str, int], TaskDefinition] = {}
 
     async def _call(
-        self, method: str, path: str, timeout: float = 10, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        timeout: float = 10,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> tuple[Any, dict[str, str]]:
         try:
             async with self.session.request(
                 method,
                 self.base + path,
-                headers=self.headers,
+                headers={**self.headers, **(headers or {})},
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 **kwargs,
             ) as response:
@@ -48,6 +53,13 @@ class ServerClient:
             "PUT", f"/v1/nodes/{node.name}", json=node.model_dump(mode="json")
         )
         return Node.model_validate(body)
+
+    async def task_secrets(self, task_id: str, node: str) -> dict[str, dict[str, str]]:
+        """The secret env values of a task's containers (the server checks the node)."""
+        body, _ = await self._call(
+            "GET", f"/v1/tasks/{task_id}/secrets", headers={"X-Moorage-Node": node}
+        )
+        return {str(c): {str(k): str(v) for k, v in env.items()} for c, env in body.items()}
 
     async def heartbeat(self, name: str) -> None:
         await self._call("POST", f"/v1/nodes/{name}/heartbeat")

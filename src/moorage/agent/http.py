@@ -17,7 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -34,6 +34,7 @@ def build_app(agent: Agent) -> web.Application:
     app["agent"] = agent
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/tasks/{id}/logs", task_logs)
+    app.router.add_get("/v1/tasks/{id}/exec", task_exec)
     return app
 
 
@@ -112,6 +113,62 @@ async def _follow(
                 return
         if not wrote:
             await asyncio.sleep(POLL)
+
+
+async def task_exec(request: web.Request) -> web.StreamResponse:
+    """Run a command in a task's container over a WebSocket (the server relays `moorage exec`).
+
+    Frames: client → agent binary = stdin, text {"type": "eof"} = end of stdin; agent → client
+    binary = one channel byte (1 stdout, 2 stderr) + data, then text {"type": "exit", "code": n}.
+    """
+    agent: Agent = request.app["agent"]
+    task_id = request.match_info["id"]
+    command = request.query.getall("cmd", [])
+    if not command:
+        return _error(400, "invalid_query", "cmd", "the command to run is missing")
+    runner = agent.runners.get(task_id)
+    if runner is None or not runner.active or not runner.handles:
+        return _error(404, "not_found", "id", f"task {task_id!r} is not running on this node")
+    wanted = request.query.get("container") or runner.handles[0].container
+    handle = next((h for h in runner.handles if h.container == wanted), None)
+    if handle is None:
+        return _error(404, "not_found", "container", f"task {task_id} has no container {wanted!r}")
+    driver = runner.driver(handle)
+    open_exec = getattr(driver, "open_exec", None)
+    if open_exec is None:
+        return _error(400, "unsupported", "container", f"the {driver.name} driver cannot exec")
+    env = await agent.exec_env(runner, wanted)
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    try:
+        session = await open_exec(handle, command, env, request.query.get("tty") == "1")
+    except Exception as exc:  # the driver's message, to the user, not a crash
+        await ws.send_bytes(b"\x02" + f"exec failed: {exc}\n".encode())
+        await ws.send_json({"type": "exit", "code": 126})
+        await ws.close()
+        return ws
+
+    async def stdin() -> None:
+        async for message in ws:
+            if message.type == WSMsgType.BINARY:
+                await session.write(message.data)
+            elif message.type == WSMsgType.TEXT and message.json().get("type") == "eof":
+                await session.close_stdin()
+
+    feeder = asyncio.create_task(stdin())
+    try:
+        while (chunk := await session.read()) is not None:
+            channel, data = chunk
+            await ws.send_bytes(bytes([channel]) + data)
+        code = await session.wait()
+        await ws.send_json({"type": "exit", "code": code})
+    except (ConnectionError, RuntimeError):
+        pass  # the client went away
+    finally:
+        feeder.cancel()
+        await session.close()
+        await ws.close()
+    return ws
 
 
 class _Follower:

@@ -26,6 +26,7 @@ from .health import Checker, ExecIn, worst
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[str, dict[str, Any]], Awaitable[bool]]
+SecretFetcher = Callable[[str], Awaitable[dict[str, dict[str, str]]]]
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "TZ")
 
 
@@ -71,6 +72,7 @@ class TaskRunner:
         node: str,
         report: Reporter,
         recovered: SavedTask | None = None,
+        fetch_secrets: SecretFetcher | None = None,
     ) -> None:
         self.task = task
         self.taskdef = taskdef
@@ -80,6 +82,7 @@ class TaskRunner:
         self.task_dir = task_dir
         self.node = node
         self._report = report
+        self._fetch_secrets = fetch_secrets
         self.handles: list[TaskHandle] = list(recovered.handles) if recovered else []
         self.started_at = recovered.started_at if recovered else 0.0
         self.recovered = recovered is not None
@@ -175,8 +178,16 @@ class TaskRunner:
                 await self._send(TaskStatus.STOPPED, self.stop_reason or "stopped", None, [])
                 return False
         await self._send(TaskStatus.STARTING, "", None, [])
+        secrets: dict[str, dict[str, str]] = {}
+        if any(c.secrets for c in self.taskdef.containers) and self._fetch_secrets is not None:
+            try:
+                secrets = await self._fetch_secrets(self.task.id)
+            except Exception as exc:  # the server's message names the missing secret
+                await self._send(TaskStatus.FAILED, f"secrets: {exc}", None, [], finished=True)
+                return False
         for container in self.taskdef.containers:
             env = task_env(self.task, container, self.node)
+            env.update(secrets.get(container.name, {}))
             request = StartRequest(self.task.id, container, env, self.task.ports, self.task_dir)
             try:
                 driver = self.drivers.get(container.driver)

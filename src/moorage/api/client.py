@@ -59,6 +59,7 @@ class Client:
         token = token or os.environ.get("MOORAGE_TOKEN")
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self.headers = headers
         self._http = httpx.Client(base_url=self.address, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -150,6 +151,21 @@ class Client:
             "GET", f"/v1/deployments/{deployment_id}", params=params, timeout=timeout
         )
         return body, new_index
+
+    def set_secret(self, name: str, value: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PUT", f"/v1/secrets/{name}", json={"value": value})
+        return result
+
+    def import_secrets(self, values: dict[str, str]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("POST", "/v1/secrets", json=values)
+        return result
+
+    def secrets(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/secrets")
+        return result
+
+    def remove_secret(self, name: str) -> None:
+        self.request("DELETE", f"/v1/secrets/{name}")
 
     def tasks(self, service: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in (("service", service), ("node", node)) if v}

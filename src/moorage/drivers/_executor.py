@@ -73,6 +73,7 @@ def oom_killed(cgroup: str) -> bool:
 
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
+    Path(spec_path).unlink(missing_ok=True)  # it holds the environment, secrets included
     exit_path = Path(spec["exit_file"])
     cgroup = spec.get("cgroup") or ""
 

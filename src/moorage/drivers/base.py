@@ -85,3 +85,27 @@ class Driver(Protocol):
     def memory_enforced(self, handle: TaskHandle) -> bool:
         """Whether the memory limit is enforced (a cgroup), or only reserved."""
         ...
+
+
+class ExecSession(Protocol):
+    """A command running inside a task's container, with its streams (see `moorage exec`)."""
+
+    async def write(self, data: bytes) -> None:
+        """Send bytes to the command's stdin."""
+        ...
+
+    async def close_stdin(self) -> None:
+        """End the command's stdin (where the engine supports it)."""
+        ...
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next chunk of output as (1 stdout | 2 stderr, data); None once it is done."""
+        ...
+
+    async def wait(self) -> int:
+        """The command's exit code, once its output is consumed."""
+        ...
+
+    async def close(self) -> None:
+        """Kill the command if it still runs; release the streams."""
+        ...

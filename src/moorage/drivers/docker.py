@@ -272,6 +272,19 @@ class DockerDriver:
             raise DriverError(f"docker: {_message(exc)}") from None
         return int(info.get("ExitCode") or 0), b"".join(chunks).decode(errors="replace")
 
+    async def open_exec(
+        self, handle: TaskHandle, command: list[str], env: dict[str, str], tty: bool
+    ) -> DockerExec:
+        container = await self._container(handle)
+        if container is None:
+            raise DriverError("the container is gone")
+        try:
+            execution = await container.exec(command, stdout=True, stderr=True, stdin=True, tty=tty)
+            stream = execution.start(detach=False)
+        except aiodocker.DockerError as exc:
+            raise DriverError(f"docker: {_message(exc)}") from None
+        return DockerExec(execution, stream)
+
     async def managed(self, node: str) -> dict[str, str]:
         """Containers this node's moorage created: container id -> task id."""
         try:
@@ -292,3 +305,35 @@ def config_hash(req: StartRequest) -> str:
         {"container": req.container.model_dump(mode="json"), "ports": req.ports}, sort_keys=True
     )
     return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+class DockerExec:
+    """`docker exec` over the engine API: one multiplexed stream, then the exit code."""
+
+    def __init__(self, execution: Any, stream: Any) -> None:
+        self.execution = execution
+        self.stream = stream
+
+    async def write(self, data: bytes) -> None:
+        await self.stream.write_in(data)
+
+    async def close_stdin(self) -> None:
+        return None  # the engine's attach protocol has no half-close
+
+    async def read(self) -> tuple[int, bytes] | None:
+        message = await self.stream.read_out()
+        if message is None:
+            return None
+        return (2 if message.stream == 2 else 1), bytes(message.data)
+
+    async def wait(self) -> int:
+        for _ in range(50):
+            info = await self.execution.inspect()
+            if not info.get("Running"):
+                return int(info.get("ExitCode") or 0)
+            await asyncio.sleep(0.05)
+        return int((await self.execution.inspect()).get("ExitCode") or 0)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stream.close()

@@ -93,7 +93,11 @@ class ProcessDriver:
             "log_keep": LOG_KEEP,
         }
         spec_path = run / f"{container.name}.json"
-        spec_path.write_text(json.dumps(spec))
+        # The spec holds the environment (secrets included): readable by root only, and the
+        # executor deletes it once read.
+        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(spec))
         executor = await asyncio.to_thread(
             _spawn_executor, spec_path, run / f"{container.name}.executor.log"
         )
@@ -235,8 +239,72 @@ class ProcessDriver:
     def log_path(self, handle: TaskHandle, stream: Literal["stdout", "stderr"]) -> Path:
         return Path(handle.state["logs"]) / f"{handle.container}.{stream}"
 
+    async def open_exec(
+        self, handle: TaskHandle, command: list[str], env: dict[str, str], tty: bool
+    ) -> ProcessExec:
+        """Run a command in the task's environment and working directory (no tty here)."""
+        workdir = Path(handle.state["logs"]).parent / handle.container
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                env=env,
+                cwd=workdir if workdir.is_dir() else None,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise DriverError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+        return ProcessExec(process)
+
     def memory_enforced(self, handle: TaskHandle) -> bool:
         return bool(handle.state.get("cgroup"))
+
+
+class ProcessExec:
+    """A command run beside a process task: its environment and working directory."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self._queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        self._open = 2
+        assert process.stdout is not None and process.stderr is not None
+        self._pumps = [
+            asyncio.create_task(self._pump(1, process.stdout)),
+            asyncio.create_task(self._pump(2, process.stderr)),
+        ]
+
+    async def _pump(self, channel: int, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            await self._queue.put((channel, chunk))
+        self._open -= 1
+        if self._open == 0:
+            await self._queue.put(None)
+
+    async def write(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+        with contextlib.suppress(ConnectionError):
+            await self.process.stdin.drain()
+
+    async def close_stdin(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+
+    async def read(self) -> tuple[int, bytes] | None:
+        return await self._queue.get()
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            await self.process.wait()
+        for pump in self._pumps:
+            pump.cancel()
 
 
 def _spawn_executor(spec_path: Path, log_path: Path) -> subprocess.Popen[bytes]:

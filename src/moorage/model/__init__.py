@@ -8,6 +8,7 @@ from .duration import Duration, format_duration, parse_duration
 from .errors import Conflict, FieldError, MoorageError, NotFound, SpecError, Unavailable
 from .event import Event
 from .node import Node, NodeStatus
+from .secret import SECRET_NAME, Secret, SecretInfo, SecretValue
 from .service import (
     Constraint,
     DeploymentPolicy,
@@ -22,6 +23,7 @@ from .task import CheckState, ContainerState, Desired, Health, Task, TaskStatus
 from .taskdef import Container, HealthCheck, Mount, PortSpec, TaskDefinition, VolumeSpec
 
 __all__ = [
+    "SECRET_NAME",
     "CheckState",
     "Conflict",
     "Constraint",
@@ -45,6 +47,9 @@ __all__ = [
     "Placement",
     "PortSpec",
     "RestartPolicy",
+    "Secret",
+    "SecretInfo",
+    "SecretValue",
     "Service",
     "ServiceSpec",
     "SpecError",

@@ -138,6 +138,16 @@ class Api:
     )
     async def deploy(self, request: web.Request) -> web.Response:
         specs = await self._read_specs(request)
+        missing = [
+            FieldError(f"{prefix}containers[{index}].secrets.{env}", f"no secret named {name!r}")
+            for position, spec in enumerate(specs)
+            for prefix in [f"[{position}]." if len(specs) > 1 else ""]
+            for index, container in enumerate(spec.containers)
+            for env, name in container.secrets.items()
+            if name not in self.cache.secrets
+        ]
+        if missing:
+            raise SpecError(missing)
         results = []
         for spec in specs:  # every spec is valid before the first write
             _service, taskdef, created, deployment = await self.writer.deploy(spec)

@@ -29,7 +29,9 @@ from moorage.store.sqlite import SqliteStore
 
 from .api import Api, table
 from .errors import error_middleware
+from .exec import ExecProxy
 from .logs import LogsProxy
+from .secrets import SecretBox, SecretsApi
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,13 @@ class ServerConfig:
     gc_interval: float = 10.0
 
 
-def build_app(api: Api, logs: LogsProxy) -> web.Application:
+def build_app(api: Api, logs: LogsProxy, secrets: SecretsApi, execs: ExecProxy) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware], handler_args={"handler_cancellation": True}
     )
     bound = {name: getattr(api, name) for name in dir(api) if not name.startswith("_")}
-    bound.update({name: getattr(logs, name) for name in dir(logs) if not name.startswith("_")})
+    for part in (logs, secrets, execs):
+        bound.update({name: getattr(part, name) for name in dir(part) if not name.startswith("_")})
     table.install(app, bound)
     return app
 
@@ -76,7 +79,13 @@ class Server:
         async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
             group.create_task(cache.run(), name="state-cache")
             await cache.wait_synced()
-            app = build_app(Api(cache, writer, self.clock, "sqlite"), LogsProxy(cache, session))
+            box = SecretBox.load(self.config.data_dir)
+            app = build_app(
+                Api(cache, writer, self.clock, "sqlite"),
+                LogsProxy(cache, session),
+                SecretsApi(cache, writer, box, self.clock),
+                ExecProxy(cache, session),
+            )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from pydantic import BaseModel
 
-from moorage.model import Deployment, Event, Node, Service, Task, TaskDefinition
+from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDefinition
 from moorage.store import Compacted, KeyValue, Store, StoreClosed, WatchEvent
 
 from .keys import ROOT, Kind, decode, key_kind
@@ -33,6 +33,7 @@ class Topic:
     TASKS = "tasks"
     NODES = "nodes"
     EVENTS = "events"
+    SECRETS = "secrets"
     ANY = "*"
 
     @staticmethod
@@ -87,6 +88,8 @@ def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
         return (Topic.taskdefs(key.split("/")[-2]),)
     if kind is Kind.EVENT:
         return (Topic.EVENTS,)
+    if kind is Kind.SECRET:
+        return (Topic.SECRETS,)
     if kind is Kind.DEPLOYMENT:
         out = [Topic.deployment(name)]
         if isinstance(obj, Deployment):
@@ -106,6 +109,7 @@ class StateCache:
         self.nodes: dict[str, Node] = {}
         self.taskdefs: dict[tuple[str, int], TaskDefinition] = {}
         self.deployments: dict[str, Deployment] = {}
+        self.secrets: dict[str, Secret] = {}  # sealed: the cache never holds a plain value
         self.meta: dict[str, bytes] = {}
         self.events: deque[Event] = deque(maxlen=EVENT_BUFFER)
         self.mod_revisions: dict[str, int] = {}
@@ -228,6 +232,7 @@ class StateCache:
         self.nodes.clear()
         self.taskdefs.clear()
         self.deployments.clear()
+        self.secrets.clear()
         self.meta.clear()
         self.events.clear()
         self.mod_revisions.clear()
@@ -290,6 +295,8 @@ class StateCache:
             self.taskdefs[(obj.family, obj.revision)] = obj
         elif isinstance(obj, Deployment):
             self.deployments[name] = obj
+        elif isinstance(obj, Secret):
+            self.secrets[kv.key[len(ROOT) + len("secrets/") :]] = obj
         elif isinstance(obj, Event):
             # Events are written once and only ever deleted by trimming, which the buffer mirrors.
             obj = obj.model_copy(update={"revision": kv.mod_revision})
@@ -320,6 +327,8 @@ class StateCache:
             self.nodes.pop(name, None)
         elif kind is Kind.DEPLOYMENT:
             self.deployments.pop(name, None)
+        elif kind is Kind.SECRET:
+            self.secrets.pop(key[len(ROOT) + len("secrets/") :], None)
         elif kind is Kind.TASKDEF:
             family, rev = key.split("/")[-2:]
             self.taskdefs.pop((family, int(rev)), None)

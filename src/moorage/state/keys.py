@@ -5,6 +5,7 @@
 /moorage/tasks/<id>                          Task
 /moorage/nodes/<name>                        Node
 /moorage/deployments/<id>                    Deployment (id = <service>-<revision>-<rand>)
+/moorage/secrets/<name>                      Secret (sealed with AES-GCM; never plain text)
 /moorage/events/<time_ns:020d>-<rand>        Event (trimmed to the newest N)
 /moorage/meta/<name>                         small cluster-wide values (join token, ...)
 """
@@ -15,7 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from moorage.model import Deployment, Event, Node, Service, Task, TaskDefinition
+from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDefinition
 
 ROOT = "/moorage/"
 
@@ -26,6 +27,7 @@ class Kind(StrEnum):
     TASK = "tasks"
     NODE = "nodes"
     DEPLOYMENT = "deployments"
+    SECRET = "secrets"
     EVENT = "events"
     META = "meta"
 
@@ -36,6 +38,7 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.TASK: Task,
     Kind.NODE: Node,
     Kind.DEPLOYMENT: Deployment,
+    Kind.SECRET: Secret,
     Kind.EVENT: Event,
 }
 
@@ -66,6 +69,10 @@ def node_key(name: str) -> str:
 
 def deployment_key(deployment_id: str) -> str:
     return f"{ROOT}deployments/{deployment_id}"
+
+
+def secret_key(name: str) -> str:
+    return f"{ROOT}secrets/{name}"
 
 
 def event_key(event_id: str) -> str:
