@@ -189,3 +189,28 @@ def docker_cluster_cli(cluster: Cluster) -> list[str]:
     from .cluster import MOORAGE
 
     return [*MOORAGE, "--addr", cluster.addr]
+
+
+def test_one_command_image_update_and_a_missing_image_rolled_back(
+    docker_cluster: Cluster, docker_image: str, tmp_path: Path
+) -> None:
+    subprocess.run(["docker", "tag", docker_image, "moorage-test/busybox:2"], check=True)
+    docker_cluster.cli("deploy", "-f", str(write(tmp_path, image_spec(1, docker_image), "v1.yaml")))
+    result = docker_cluster.cli(
+        "deploy", "--service", "web", "--image", "app=moorage-test/busybox:2"
+    )
+    assert "web: registered revision 2" in result.stdout and "successful" in result.stdout
+    old, new = (docker_cluster.http.get(f"/v1/taskdefs/web/{r}").json() for r in (1, 2))
+    assert new["containers"][0]["image"] == "moorage-test/busybox:2"
+    assert {**new["containers"][0], "image": None} == {**old["containers"][0], "image": None}
+    assert {t["revision"] for t in docker_cluster.running("web")} == {2}
+
+    missing = docker_cluster.cli(
+        "deploy", "--service", "web", "--image", "app=moorage-test/absent:9", check=False
+    )
+    assert missing.returncode == 1 and "rolled_back" in missing.stdout + missing.stderr
+    events = " ".join(e["message"] for e in docker_cluster.events())
+    assert "moorage-test/absent:9 is not on this node and cannot be pulled" in events
+    assert {t["revision"] for t in docker_cluster.running("web")} == {2}
+    bad = docker_cluster.cli("deploy", "--service", "web", "--image", "nope=x:1", check=False)
+    assert bad.returncode == 2 and "images.nope" in bad.stderr

@@ -275,7 +275,7 @@ class Agent:
         spec = next((c for c in runner.taskdef.containers if c.name == container), None)
         if spec is None or spec.driver == "docker":
             return {}
-        env = task_env(runner.task, spec, self.name)
+        env = task_env(runner.task, spec, self.name, runner.taskdef.containers)
         if spec.secrets:
             env.update((await self._secrets(runner.task.id)).get(container, {}))
         return env

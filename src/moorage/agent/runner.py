@@ -18,7 +18,7 @@ from typing import Any
 
 from moorage.drivers.base import Driver, ExitResult, StartRequest, TaskHandle
 from moorage.drivers.errors import DriverError
-from moorage.model import Container, ContainerState, Task, TaskDefinition, TaskStatus
+from moorage.model import Container, ContainerState, Health, Task, TaskDefinition, TaskStatus
 
 from .handles import HandleStore, SavedTask
 from .health import Checker, ExecIn, worst
@@ -27,28 +27,38 @@ log = logging.getLogger(__name__)
 
 Reporter = Callable[[str, dict[str, Any]], Awaitable[bool]]
 SecretFetcher = Callable[[str], Awaitable[dict[str, dict[str, str]]]]
+DEPENDENCY_TIMEOUT = 300.0
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "TZ")
 
 
-def task_env(task: Task, container: Container, node: str) -> dict[str, str]:
+def task_env(
+    task: Task,
+    container: Container,
+    node: str,
+    taskdef_containers: list[Container] | None = None,
+) -> dict[str, str]:
     """The environment of a container: the agent's basics (processes only), the spec's env,
     the port variables and the task's identity."""
     env = {}
     if container.driver == "process":
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     env.update(container.env)
-    for position, port in enumerate(container.ports):
-        host = task.ports.get(port.name)
-        if host is None:
-            continue
-        # What the workload listens on: the host port for a process, the mapped container
-        # port for a Docker container (HOST_PORT_<NAME> tells it the host side).
-        inside = port.container or host if container.driver == "docker" else host
-        name = port.name.upper().replace("-", "_")
-        if position == 0:
-            env["PORT"] = str(inside)
-        env[f"PORT_{name}"] = str(inside)
-        env[f"HOST_PORT_{name}"] = str(host)
+    # Every container learns every port of its task (a sidecar reaches the app by PORT_APP);
+    # PORT is the container's own first port.
+    for owner in taskdef_containers or [container]:
+        own = owner.name == container.name
+        for position, port in enumerate(owner.ports):
+            host = task.ports.get(port.name)
+            if host is None:
+                continue
+            # What the workload listens on: the host port for a process, the mapped container
+            # port for a Docker container (HOST_PORT_<NAME> tells it the host side).
+            inside = port.container or host if owner.driver == "docker" else host
+            name = port.name.upper().replace("-", "_")
+            if position == 0 and own:
+                env["PORT"] = str(inside)
+            env[f"PORT_{name}"] = str(inside if own else host)
+            env[f"HOST_PORT_{name}"] = str(host)
     env.update(
         {
             "MOORAGE_TASK_ID": task.id,
@@ -131,9 +141,11 @@ class TaskRunner:
     # ---- health ----------------------------------------------------------------------------
     def _start_checks(self) -> None:
         for container in self.taskdef.containers:
-            if container.health is None:
-                continue
-            env = task_env(self.task, container, self.node)
+            self._start_check(container)
+
+    def _start_check(self, container: Container) -> None:
+        if container.health is not None:
+            env = task_env(self.task, container, self.node, self.taskdef.containers)
             handle = next((h for h in self.handles if h.container == container.name), None)
             checker = Checker(
                 self.task,
@@ -185,15 +197,19 @@ class TaskRunner:
             except Exception as exc:  # the server's message names the missing secret
                 await self._send(TaskStatus.FAILED, f"secrets: {exc}", None, [], finished=True)
                 return False
-        for container in self.taskdef.containers:
-            env = task_env(self.task, container, self.node)
+        for container in start_order(self.taskdef.containers):
+            env = task_env(self.task, container, self.node, self.taskdef.containers)
             env.update(secrets.get(container.name, {}))
             request = StartRequest(self.task.id, container, env, self.task.ports, self.task_dir)
             try:
+                await self._dependencies_ready(container)
                 driver = self.drivers.get(container.driver)
                 if driver is None:
                     raise DriverError(f"this node has no {container.driver} driver")
                 self.handles.append(await driver.start(request))
+                # Checks start with their container: before the RUNNING report (a task with
+                # checks is not healthy until they pass) and before dependants wait on them.
+                self._start_check(container)
             except (DriverError, OSError) as exc:
                 message = f"container {container.name}: {exc}"
                 await self._stop_handles()
@@ -202,9 +218,29 @@ class TaskRunner:
                 return False
         self.started_at = time.time()
         self.store.save(SavedTask(self.task.id, self.generation, self.started_at, self.handles))
-        self._start_checks()  # before the report: a task with checks is not healthy until they pass
         await self._send(TaskStatus.RUNNING, "", None, self._states())
         return True
+
+    async def _dependencies_ready(self, container: Container) -> None:
+        """Wait until every `healthy` dependency passes its check (`started` ones already run)."""
+        for dependency in container.depends_on:
+            if dependency.condition != "healthy":
+                continue
+            checker = next(
+                (c for c in self.checkers if c.container.name == dependency.container), None
+            )
+            if checker is None:
+                continue  # validation guarantees a check; nothing to wait on otherwise
+            deadline = time.monotonic() + DEPENDENCY_TIMEOUT
+            while checker.state.status != Health.PASSING:
+                if self._stop.is_set():
+                    raise DriverError("stopped while waiting for its dependencies")
+                if checker.state.failing or time.monotonic() > deadline:
+                    raise DriverError(
+                        f"dependency {dependency.container} did not turn healthy: "
+                        f"{checker.state.output}"
+                    )
+                await asyncio.sleep(0.1)
 
     # ---- watch -----------------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -311,3 +347,23 @@ class TaskRunner:
             if status.terminal:
                 self._final_sent = True
             await self._report(self.task.id, body)
+
+
+def start_order(containers: list[Container]) -> list[Container]:
+    """Dependencies first (the spec refuses cycles); otherwise in the order written."""
+    by_name = {c.name: c for c in containers}
+    ordered: list[Container] = []
+    seen: set[str] = set()
+
+    def visit(container: Container) -> None:
+        if container.name in seen:
+            return
+        seen.add(container.name)
+        for dependency in container.depends_on:
+            if dependency.container in by_name:
+                visit(by_name[dependency.container])
+        ordered.append(container)
+
+    for container in containers:
+        visit(container)
+    return ordered

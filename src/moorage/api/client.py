@@ -130,6 +130,12 @@ class Client:
         result: dict[str, Any] = self.request("POST", f"/v1/services/{name}/stop")
         return result
 
+    def update_images(self, name: str, images: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/services/{name}/images", json={"images": images}
+        )
+        return result
+
     def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
             "POST", f"/v1/services/{name}/rollback", json={"to": to}

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from moorage.api import Client
-from moorage.model import parse_specs
+from moorage.model import FieldError, SpecError, parse_specs
 
 from .common import client, output_option, read_spec_file
 from .output import age, emit_json, ports, table
@@ -16,7 +16,15 @@ from .output import age, emit_json, ports, table
 
 @click.command()
 @click.option(
-    "-f", "--file", "path", required=True, help="Spec file (moorage YAML), or - for stdin."
+    "-f", "--file", "path", default=None, help="Spec file (moorage YAML), or - for stdin."
+)
+@click.option("--service", default=None, help="With --image: the service to update.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="CONTAINER=IMAGE",
+    help="Roll out a new revision with only this container's image changed (repeatable).",
 )
 @click.option("--detach", is_flag=True, help="Return once deployed; do not follow the deployments.")
 @click.option(
@@ -24,16 +32,35 @@ from .output import age, emit_json, ports, table
 )
 @output_option
 @click.pass_context
-def deploy(ctx: click.Context, path: str, detach: bool, timeout: float, output: str) -> None:
-    """Deploy the services of a spec file and follow their deployments.
+def deploy(
+    ctx: click.Context,
+    path: str | None,
+    service: str | None,
+    images: tuple[str, ...],
+    detach: bool,
+    timeout: float,
+    output: str,
+) -> None:
+    """Deploy the services of a spec file, or new images of a service, and follow the rollout.
 
+    \b
+      moorage deploy -f web.yaml
+      moorage deploy --service web --image app=registry.local/web:master.6
     A changed spec is a new revision, rolled out by the service's deployment policy. Exits 0
     when every deployment succeeds, 1 when one fails or is rolled back.
     """
-    text = read_spec_file(path)
-    parse_specs(text)  # fail fast, locally, with every field error
+    if (path is None) == (not images):
+        raise click.UsageError("give either -f FILE, or --service NAME with --image C=IMAGE")
     with client(ctx) as api:
-        results = api.deploy(text)
+        if images:
+            if service is None:
+                raise click.UsageError("--image needs --service NAME")
+            results = [api.update_images(service, _parse_images(images))]
+        else:
+            assert path is not None
+            text = read_spec_file(path)
+            parse_specs(text)  # fail fast, locally, with every field error
+            results = api.deploy(text)
         if output != "json":
             for r in results:
                 verb = "registered revision" if r["created"] else "unchanged at revision"
@@ -54,6 +81,16 @@ def deploy(ctx: click.Context, path: str, detach: bool, timeout: float, output: 
         raise DeploymentFailed(
             "; ".join(f"{d['id']} {d['status']}: {d['message']}" for d in failed)
         )
+
+
+def _parse_images(values: tuple[str, ...]) -> dict[str, str]:
+    images = {}
+    for value in values:
+        container, sep, image = value.partition("=")
+        if not sep or not container or not image:
+            raise SpecError([FieldError("image", f"must be CONTAINER=IMAGE, got {value!r}")])
+        images[container] = image
+    return images
 
 
 class DeploymentFailed(click.ClickException):

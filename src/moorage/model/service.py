@@ -159,6 +159,21 @@ class ServiceSpec(Strict):
                             f"unknown container {dep.container!r}",
                         )
                     )
+                elif (
+                    dep.condition == "healthy"
+                    and self.containers[names.index(dep.container)].health is None
+                ):
+                    problems.append(
+                        FieldError(
+                            f"{at}.depends_on[{j}].condition",
+                            f"{dep.container!r} has no health check to wait for",
+                        )
+                    )
+        cycle = _dependency_cycle(self.containers)
+        if cycle:
+            problems.append(
+                FieldError("containers", f"depends_on forms a cycle: {' -> '.join(cycle)}")
+            )
         problems.extend(_port_problems(self.containers))
         if self.discovery is not None and self.discovery.port is not None:
             all_ports = {p.name for c in self.containers for p in c.ports}
@@ -169,6 +184,33 @@ class ServiceSpec(Strict):
         if problems:
             raise FieldProblems(problems)
         return self
+
+
+def _dependency_cycle(containers: list[Container]) -> list[str]:
+    edges = {c.name: [d.container for d in c.depends_on] for c in containers}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        if state.get(name) == 2 or name not in edges:
+            return []
+        if state.get(name) == 1:
+            return [*path[path.index(name) :], name]
+        state[name] = 1
+        path.append(name)
+        for nxt in edges[name]:
+            found = visit(nxt)
+            if found:
+                return found
+        path.pop()
+        state[name] = 2
+        return []
+
+    for name in edges:
+        found = visit(name)
+        if found:
+            return found
+    return []
 
 
 def _port_problems(containers: list[Container]) -> list[FieldError]:

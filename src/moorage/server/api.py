@@ -37,6 +37,7 @@ from .reports import apply_report
 from .routes import RouteTable
 from .views import (
     DeployResult,
+    ImagesBody,
     RollbackBody,
     ScaleBody,
     ServiceSummary,
@@ -217,6 +218,59 @@ class Api:
         service = await self.writer.update(k.service_key(name), Service, change)
         assert service is not None
         return respond(self.summary(service))
+
+    @table.add(
+        "POST",
+        "/v1/services/{name}/images",
+        "Roll out a new revision that changes only container images",
+        body=ImagesBody,
+        response=DeployResult,
+        tags=("deployments",),
+    )
+    async def update_images(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = validate_body(ImagesBody, await read_json(request))
+        service = self.service(name)
+        taskdef = self.cache.taskdefs.get((service.family, service.revision))
+        if taskdef is None:
+            raise NotFound(f"no task definition {service.taskdef_ref}")
+        names = [c.name for c in taskdef.containers]
+        unknown = [c for c in body.images if c not in names]
+        if unknown:
+            raise SpecError(
+                [
+                    FieldError(f"images.{c}", f"{name} has no container {c!r} (it has {names})")
+                    for c in unknown
+                ]
+            )
+        containers = [
+            c.model_copy(update={"image": body.images[c.name]}) if c.name in body.images else c
+            for c in taskdef.containers
+        ]
+        spec = validate_body(
+            ServiceSpec,
+            {
+                "service": name,
+                "count": service.count,
+                "containers": [c.model_dump(mode="json") for c in containers],
+                "volumes": {k: v.model_dump(mode="json") for k, v in taskdef.volumes.items()},
+                "placement": service.placement.model_dump(mode="json"),
+                "deployment": service.deployment.model_dump(mode="json"),
+                "discovery": service.discovery.model_dump(mode="json")
+                if service.discovery
+                else None,
+                "restart": service.restart.model_dump(mode="json"),
+            },
+        )
+        _service, new, created, deployment = await self.writer.deploy(spec)
+        result = DeployResult(
+            service=name,
+            revision=new.revision,
+            created=created,
+            count=spec.count,
+            deployment=deployment.id if deployment else None,
+        )
+        return respond(result)
 
     @table.add(
         "POST",

@@ -50,6 +50,10 @@ class TaskReport(Body):
     checks: list[CheckState] = Field(default_factory=list)
 
 
+class ImagesBody(Body):
+    images: dict[str, str] = Field(min_length=1, description="container name -> image")
+
+
 class RollbackBody(Body):
     to: int | None = Field(default=None, ge=1, description="revision; default: the last stable one")
 
