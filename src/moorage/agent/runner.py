@@ -189,7 +189,9 @@ class TaskRunner:
             if self._stop.is_set():
                 await self._send(TaskStatus.STOPPED, self.stop_reason or "stopped", None, [])
                 return False
-        await self._send(TaskStatus.STARTING, "", None, [])
+        # Reported while the containers start (the send lock keeps it ahead of what follows).
+        starting = asyncio.create_task(self._send(TaskStatus.STARTING, "", None, []))
+        await asyncio.sleep(0)  # let it take the lock first
         secrets: dict[str, dict[str, str]] = {}
         if any(c.secrets for c in self.taskdef.containers) and self._fetch_secrets is not None:
             try:
@@ -218,6 +220,7 @@ class TaskRunner:
                 return False
         self.started_at = time.time()
         self.store.save(SavedTask(self.task.id, self.generation, self.started_at, self.handles))
+        await starting
         await self._send(TaskStatus.RUNNING, "", None, self._states())
         return True
 
