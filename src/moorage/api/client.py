@@ -105,6 +105,11 @@ class Client:
         )
         return result
 
+    def deploy_specs(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Deploy normalized specs (JSON), as converted from ECS or compose files."""
+        result: list[dict[str, Any]] = self.request("POST", "/v1/services", json=specs)
+        return result
+
     def validate(self, spec_text: str) -> list[dict[str, Any]]:
         headers = {"Content-Type": "application/yaml"}
         result: list[dict[str, Any]] = self.request(

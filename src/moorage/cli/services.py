@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from moorage.api import Client
-from moorage.model import FieldError, SpecError, parse_specs
+from moorage.model import FieldError, SpecError, not_yet_honoured, parse_specs
 
+from . import formats
 from .common import client, output_option, read_spec_file
 from .output import age, emit_json, ports, table
 
@@ -18,7 +20,11 @@ from .output import age, emit_json, ports, table
 @click.option(
     "-f", "--file", "path", default=None, help="Spec file (moorage YAML), or - for stdin."
 )
-@click.option("--service", default=None, help="With --image: the service to update.")
+@click.option("--ecs", "ecs", default=None, help="An ECS task definition JSON file to deploy.")
+@click.option("--count", type=click.IntRange(min=0), default=None, help="With --ecs: tasks to run.")
+@click.option(
+    "--service", default=None, help="With --image: the service to update; with --ecs: its name."
+)
 @click.option(
     "--image",
     "images",
@@ -35,6 +41,8 @@ from .output import age, emit_json, ports, table
 def deploy(
     ctx: click.Context,
     path: str | None,
+    ecs: str | None,
+    count: int | None,
     service: str | None,
     images: tuple[str, ...],
     detach: bool,
@@ -49,10 +57,18 @@ def deploy(
     A changed spec is a new revision, rolled out by the service's deployment policy. Exits 0
     when every deployment succeeds, 1 when one fails or is rolled back.
     """
-    if (path is None) == (not images):
-        raise click.UsageError("give either -f FILE, or --service NAME with --image C=IMAGE")
+    if sum(bool(x) for x in (path, ecs, images)) != 1:
+        raise click.UsageError(
+            "give one of -f FILE, --ecs TASKDEF.json, or --service NAME with --image C=IMAGE"
+        )
     with client(ctx) as api:
-        if images:
+        if ecs:
+            specs, warnings, _ = formats.load(
+                read_spec_file(ecs), "ecs", Path(ecs).parent, service, count
+            )
+            formats.warn(warnings)
+            results = api.deploy_specs([s.model_dump(mode="json") for s in specs])
+        elif images:
             if service is None:
                 raise click.UsageError("--image needs --service NAME")
             results = [api.update_images(service, _parse_images(images))]
@@ -195,13 +211,23 @@ def deployments(ctx: click.Context, service: str, output: str) -> None:
 
 
 @click.command()
+@click.option("-f", "--file", "path", required=True, help="Spec file, or - for stdin.")
 @click.option(
-    "-f", "--file", "path", required=True, help="Spec file (moorage YAML), or - for stdin."
+    "--format",
+    "fmt",
+    type=click.Choice(formats.FORMATS),
+    default="auto",
+    show_default=True,
+    help="moorage YAML, ECS task definition JSON, or a compose file (auto-detected).",
 )
 @output_option
-def validate(path: str, output: str) -> None:
+def validate(path: str, fmt: str, output: str) -> None:
     """Check a spec file: every error with its field path, or the normalized spec."""
-    specs = parse_specs(read_spec_file(path))
+    base = Path(path).parent if path != "-" else Path.cwd()
+    specs, warnings, _ = formats.load(read_spec_file(path), fmt, base)
+    formats.warn(warnings)
+    for position, spec in enumerate(specs):
+        formats.warn(not_yet_honoured(spec, f"[{position}]." if len(specs) > 1 else ""))
     if output == "json":
         emit_json([s.model_dump(mode="json") for s in specs])
     else:

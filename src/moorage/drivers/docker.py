@@ -133,6 +133,7 @@ class DockerDriver:
             exposed[inside] = {}
             bindings.setdefault(inside, []).append({"HostIp": "", "HostPort": str(host)})
         labels = {
+            **container.labels,
             LABEL_TASK: req.task_id,
             LABEL_CONTAINER: container.name,
             LABEL_SERVICE: req.env.get("MOORAGE_SERVICE", ""),

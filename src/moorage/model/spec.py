@@ -115,3 +115,18 @@ def parse_specs(text: str) -> list[ServiceSpec]:
     if errors:
         raise SpecError(errors)
     return specs
+
+
+def not_yet_honoured(spec: ServiceSpec, prefix: str = "") -> list[FieldError]:
+    """What a valid spec asks that this release cannot do yet: recorded, but not deployable."""
+    problems = []
+    for name, volume in spec.volumes.items():
+        what = f" (driver {volume.plugin})" if volume.plugin else ""
+        problems.append(
+            FieldError(
+                f"{prefix}volumes.{name}",
+                f"volume{what} is recorded, but volumes arrive with volume drivers in a later "
+                "release: deploying a service that uses volumes is refused until then",
+            )
+        )
+    return problems

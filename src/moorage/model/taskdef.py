@@ -98,6 +98,7 @@ class Container(Strict):
     essential: bool = True
     depends_on: list[DependsOn] = Field(default_factory=list)
     stop_timeout: Duration = 10.0
+    labels: dict[str, str] = Field(default_factory=dict)  # Docker labels
 
     @field_validator("env", mode="before")
     @classmethod
@@ -153,6 +154,9 @@ class VolumeSpec(Strict):
     scope: Literal["task", "shared"] = "task"
     autoprovision: bool = True
     read_only: bool = False
+    host_path: str | None = None  # an imported host volume (ECS `host.sourcePath`)
+    plugin: str | None = None  # an imported Docker volume driver (ECS, compose), recorded
+    plugin_options: dict[str, str] = Field(default_factory=dict)
 
 
 class TaskDefinition(Strict):

@@ -26,7 +26,7 @@ from moorage.model import (
     TaskDefinition,
     parse_specs,
 )
-from moorage.model.spec import validate_body
+from moorage.model.spec import not_yet_honoured, validate_body
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
 from moorage.state.writer import new_event
@@ -147,6 +147,8 @@ class Api:
             for env, name in container.secrets.items()
             if name not in self.cache.secrets
         ]
+        for position, spec in enumerate(specs):
+            missing += not_yet_honoured(spec, f"[{position}]." if len(specs) > 1 else "")
         if missing:
             raise SpecError(missing)
         results = []
