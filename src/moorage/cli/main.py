@@ -15,7 +15,7 @@ import click
 from moorage import __version__
 from moorage.model import MoorageError, SpecError
 
-from . import cluster, compose, daemons, execute, secrets, services
+from . import cluster, compose, daemons, execute, secrets, services, tag
 
 
 def exit_code(exc: BaseException) -> int:
@@ -90,7 +90,7 @@ def cli(ctx: click.Context, addr: str, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for module in (daemons, services, cluster, secrets, execute, compose):
+for module in (daemons, services, cluster, secrets, execute, compose, tag):
     for command in module.COMMANDS:
         cli.add_command(command)
 
