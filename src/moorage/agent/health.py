@@ -127,8 +127,10 @@ class Checker:
         session = self.session or aiohttp.ClientSession()
         try:
             async with session.get(url, allow_redirects=False) as response:
-                body = (await response.content.read(512)).decode(errors="replace")
-                output = f"HTTP GET {url}: {response.status} {response.reason}: {body.strip()}"
+                body = " ".join((await response.content.read(512)).decode(errors="replace").split())
+                output = f"HTTP GET {url}: {response.status} {response.reason}"
+                if body:
+                    output += f": {body[:120]}"
                 if 200 <= response.status < 300:
                     return Health.PASSING, output
                 if response.status == 429:

@@ -36,7 +36,16 @@ def apply_report(task: Task, report: TaskReport, now: float) -> tuple[Task, list
     new = new.model_copy(update={"healthy_since": healthy_since})
     moved = task.status != new.status or restarted
     events = _events(new, now) if moved else []
-    if new.status == TaskStatus.RUNNING and (new.health != task.health or restarted) and new.checks:
+    # Health events mark changes of a running task's health: every fall (and a check giving up)
+    # and every recovery, not the first results after a start (deployments report those).
+    first_results = all(c.output == "waiting for the first check" for c in task.checks)
+    gave_up = any(c.failing for c in new.checks) and not any(c.failing for c in task.checks)
+    if (
+        new.status == TaskStatus.RUNNING
+        and not restarted
+        and new.checks
+        and ((new.health != task.health and not first_results) or gave_up)
+    ):
         events.append(_health_event(new, now))
     return new, events
 
