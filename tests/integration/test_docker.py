@@ -211,6 +211,7 @@ def test_one_command_image_update_and_a_missing_image_rolled_back(
     assert missing.returncode == 1 and "rolled_back" in missing.stdout + missing.stderr
     events = " ".join(e["message"] for e in docker_cluster.events())
     assert "moorage-test/absent:9 is not on this node and cannot be pulled" in events
+    assert "pulling image moorage-test/absent:9" in events  # progress, as events
     assert {t["revision"] for t in docker_cluster.running("web")} == {2}
     bad = docker_cluster.cli("deploy", "--service", "web", "--image", "nope=x:1", check=False)
     assert bad.returncode == 2 and "images.nope" in bad.stderr

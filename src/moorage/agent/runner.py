@@ -104,10 +104,17 @@ class TaskRunner:
         self._send_lock = asyncio.Lock()
         self._final_sent = False
         self._health_dirty = asyncio.Event()
+        self._progress_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def active(self) -> bool:
         return not self.done.is_set()
+
+    def _progress(self, message: str) -> None:
+        """A long start step (an image pull): reported as the STARTING task's message."""
+        self._progress_tasks.add(
+            asyncio.create_task(self._send(TaskStatus.STARTING, message, None, []))
+        )
 
     def driver(self, handle: TaskHandle) -> Driver:
         driver = self.drivers.get(handle.driver)
@@ -202,7 +209,14 @@ class TaskRunner:
         for container in start_order(self.taskdef.containers):
             env = task_env(self.task, container, self.node, self.taskdef.containers)
             env.update(secrets.get(container.name, {}))
-            request = StartRequest(self.task.id, container, env, self.task.ports, self.task_dir)
+            request = StartRequest(
+                self.task.id,
+                container,
+                env,
+                self.task.ports,
+                self.task_dir,
+                progress=self._progress,
+            )
             try:
                 await self._dependencies_ready(container)
                 driver = self.drivers.get(container.driver)

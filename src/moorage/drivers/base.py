@@ -7,6 +7,7 @@ the same conformance suite (`tests/integration/drivers`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -21,6 +22,7 @@ class StartRequest:
     env: dict[str, str]  # the full environment the workload gets (PORT vars included)
     ports: dict[str, int]  # port name -> host port
     task_dir: Path
+    progress: Callable[[str], None] | None = None  # long steps (image pulls) say where they are
 
 
 @dataclass

@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,7 +81,7 @@ class DockerDriver:
             raise StartError(
                 f"container {container.name!r} has no image (the docker driver runs images)"
             )
-        await self._ensure_image(container.image)
+        await self._ensure_image(container.image, req.progress)
         logs = req.task_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         name = f"moorage-{req.task_id}-{container.name}"
@@ -104,22 +106,36 @@ class DockerDriver:
         self._pump(handle, created, since=0)
         return handle
 
-    async def _ensure_image(self, image: str) -> None:
+    async def _ensure_image(self, image: str, progress: Callable[[str], None] | None) -> None:
         try:
             await self.docker.images.inspect(image)
             return
         except aiodocker.DockerError as exc:
             if exc.status != 404:
                 raise StartError(f"docker: {_message(exc)}") from None
+        say = progress or (lambda _text: None)
         repo, _, tag = (
             image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         )
+        say(f"pulling image {image}")
+        last = 0.0
         try:
-            await self.docker.images.pull(repo or image, tag=tag or "latest")
+            async for update in self.docker.images.pull(
+                repo or image, tag=tag or "latest", stream=True
+            ):
+                if "error" in update:
+                    raise StartError(
+                        f"image {image} is not on this node and cannot be pulled: {update['error']}"
+                    )
+                if time.monotonic() - last >= 1.0 and update.get("status"):
+                    last = time.monotonic()
+                    detail = update.get("progress") or update.get("id") or ""
+                    say(f"pulling image {image}: {update['status']} {detail}".strip())
         except aiodocker.DockerError as exc:
             raise StartError(
                 f"image {image} is not on this node and cannot be pulled: {_message(exc)}"
             ) from None
+        say(f"pulled image {image}")
 
     def _config(self, req: StartRequest) -> dict[str, Any]:
         container = req.container

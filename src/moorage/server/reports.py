@@ -36,6 +36,9 @@ def apply_report(task: Task, report: TaskReport, now: float) -> tuple[Task, list
     new = new.model_copy(update={"healthy_since": healthy_since})
     moved = task.status != new.status or restarted
     events = _events(new, now) if moved else []
+    if new.status == TaskStatus.STARTING and new.message and new.message != task.message:
+        about = {"service": new.service, "task": new.id, "node": new.node}
+        events.append(new_event("task.progress", f"task {new.id}: {new.message}", now=now, **about))
     # Health events mark changes of a running task's health: every fall (and a check giving up)
     # and every recovery, not the first results after a start (deployments report those).
     first_results = all(c.output == "waiting for the first check" for c in task.checks)
