@@ -163,13 +163,14 @@ def emit(metric: str, value: float, unit: str, params: dict[str, Any], **extra: 
     print(json.dumps(line), flush=True)
 
 
-def report(driver: str, ours: list[float], peer_name: str, peer: list[float]) -> None:
-    params = {"driver": driver, "tasks": len(ours)}
+def report(driver: str, tasks: int, ours: list[float], peer_name: str, peer: list[float]) -> None:
+    params = {"driver": driver, "tasks": tasks}
     for q, metric in ((0.5, "start_p50_s"), (0.95, "start_p95_s")):
         mine, theirs = quantile(ours, q), quantile(peer, q)
         extra: dict[str, Any] = {
             "peer": {"name": peer_name, "value": round(theirs, 4)},
             "ratio": round(mine / theirs, 2) if theirs else None,
+            "samples": len(ours),
         }
         if driver == "docker":
             extra["goal"] = {"ratio": GOALS["docker"]}
@@ -195,7 +196,7 @@ def main() -> None:
                     args.tasks,
                 )
                 peer += asyncio.run(raw_spawn(args.tasks))
-            report("process", ours, "raw subprocess spawn", peer)
+            report("process", args.tasks, ours, "raw subprocess spawn", peer)
             overhead = (statistics.median(ours) - statistics.median(peer)) * 1000
             emit(
                 "process_overhead_ms",
@@ -215,7 +216,7 @@ def main() -> None:
             for number in range(args.rounds):
                 ours += moorage.round(f"d{number}", container, args.tasks)
                 peer += asyncio.run(raw_docker(image, args.tasks))
-            report("docker", ours, "docker run -d (engine API, same image)", peer)
+            report("docker", args.tasks, ours, "docker run -d (engine API, same image)", peer)
         finally:
             moorage.close()
 

@@ -220,10 +220,13 @@ containers:
 
 
 def kill_tasks_under(root: Path) -> None:
-    """Task processes outlive their agent by design; a test cluster kills the ones it started."""
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "moorage.drivers._executor" in cmdline and any(str(root) in a for a in cmdline):
+    """Task processes outlive their agent by design; a test cluster kills the ones it started:
+    executors and tasks, found by their working directory inside the cluster's data dir."""
+    mine = str(root)
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        cwd = proc.info["cwd"] or ""
+        if cwd.startswith(mine) or ("moorage.drivers._executor" in cmdline and mine in cmdline):
             with contextlib.suppress(psutil.Error):
                 for child in proc.children(recursive=True):
                     child.kill()

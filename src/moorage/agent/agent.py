@@ -102,6 +102,7 @@ class Agent:
         finally:
             if isinstance(self.drivers.get("docker"), DockerDriver):
                 await docker.close()
+            await self.process_driver.close()
 
     async def _run(self, ready: asyncio.Event | None, stop_tasks_on_exit: bool) -> None:
         async with aiohttp.ClientSession() as session:

@@ -139,5 +139,47 @@ def main(spec_path: str) -> int:
     return 0
 
 
+def zygote() -> int:
+    """Fork executors on request, so a task does not pay an interpreter's start-up.
+
+    Reads one JSON line per executor, {"spec": path, "log": path}, and answers the forked pid.
+    Single-threaded, so forking is safe; the executors start their own sessions and outlive
+    it. It ends when its stdin closes (its agent went away).
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # executors are reaped by the kernel
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:  # the executor
+            code = 1
+            try:
+                os.setsid()
+                os.chdir(os.path.dirname(request["spec"]))  # the task's run dir, not the agent's
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.close(null)
+                os.close(log)
+                sys.stdin = open(os.devnull)  # noqa: SIM115 - the executor's own, until exit
+                sys.stdout = os.fdopen(1, "w", buffering=1)
+                sys.stderr = os.fdopen(2, "w", buffering=1)
+                code = main(request["spec"])
+            except BaseException as exc:  # an executor must never return into the zygote
+                with contextlib.suppress(Exception):
+                    os.write(2, f"executor failed: {exc!r}\n".encode())
+            finally:
+                os._exit(code)
+        sys.stdout.write(f"{pid}\n")
+        sys.stdout.flush()
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--zygote"]:
+        sys.exit(zygote())
     sys.exit(main(sys.argv[1]))

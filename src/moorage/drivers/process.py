@@ -62,6 +62,8 @@ class ProcessDriver:
         self.cgroups = detect_cgroups()
         self.cgroup_root = cgroup_root
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._zygote: asyncio.subprocess.Process | None = None
+        self._zygote_lock = asyncio.Lock()
 
     # ---- start ---------------------------------------------------------------------------
     async def start(self, req: StartRequest) -> TaskHandle:
@@ -98,17 +100,14 @@ class ProcessDriver:
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(json.dumps(spec))
-        executor = await asyncio.to_thread(
-            _spawn_executor, spec_path, run / f"{container.name}.executor.log"
-        )
-        self._children[executor.pid] = executor
+        executor_pid = await self._spawn(spec_path, run / f"{container.name}.executor.log")
         handle = TaskHandle(
             self.name,
             req.task_id,
             container.name,
             {
-                "executor_pid": executor.pid,
-                "executor_start": start_time(executor.pid),
+                "executor_pid": executor_pid,
+                "executor_start": start_time(executor_pid),
                 "exit_file": str(exit_file),
                 "cgroup": cgroup,
                 "logs": str(logs),
@@ -117,7 +116,7 @@ class ProcessDriver:
         try:
             await self._await_child(handle, pid_file)
         except StartError:
-            await self._reap(executor.pid)
+            await self._reap(executor_pid)
             raise
         return handle
 
@@ -149,7 +148,7 @@ class ProcessDriver:
                 raise StartError(
                     "the executor died before starting the command (see run/*.executor.log)"
                 )
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.002)
         raise StartError("the command did not start within 10s")
 
     def _make_cgroup(self, task_id: str, container: str, memory_mib: int) -> str:
@@ -177,6 +176,60 @@ class ProcessDriver:
         except OSError:
             return ""
         return ""
+
+    async def _spawn(self, spec_path: Path, log_path: Path) -> int:
+        """An executor for spec_path: forked by the zygote, or spawned afresh if it is gone."""
+        async with self._zygote_lock:
+            for _attempt in range(2):
+                zygote = await self._ensure_zygote()
+                if zygote is None or zygote.stdin is None or zygote.stdout is None:
+                    break
+                try:
+                    request = json.dumps({"spec": str(spec_path), "log": str(log_path)})
+                    zygote.stdin.write(request.encode() + b"\n")
+                    await zygote.stdin.drain()
+                    answer = await asyncio.wait_for(zygote.stdout.readline(), 10)
+                    return int(answer)
+                except (OSError, ValueError, TimeoutError):
+                    await self._drop_zygote()
+        executor = await asyncio.to_thread(_spawn_executor, spec_path, log_path)
+        self._children[executor.pid] = executor
+        return executor.pid
+
+    async def _ensure_zygote(self) -> asyncio.subprocess.Process | None:
+        if self._zygote is not None and self._zygote.returncode is None:
+            return self._zygote
+        try:
+            self._zygote = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "moorage.drivers._executor",
+                "--zygote",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError:
+            self._zygote = None
+        return self._zygote
+
+    async def _drop_zygote(self) -> None:
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None and zygote.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                zygote.kill()
+            await zygote.wait()
+
+    async def close(self) -> None:
+        """Let the zygote go (executors it forked keep running)."""
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None and zygote.stdin is not None:
+            zygote.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(zygote.wait(), 5)
+            if zygote.returncode is None:
+                zygote.kill()
+                await zygote.wait()
 
     # ---- observe -------------------------------------------------------------------------
     def _executor_alive(self, handle: TaskHandle) -> bool:

@@ -81,7 +81,7 @@ async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Har
     for handle in harness.started:  # never leave a workload behind, whatever the test did
         await harness.driver.stop(handle, 0.5)
         await harness.driver.destroy(handle)
-    if isinstance(harness.driver, DockerDriver):
+    if isinstance(harness.driver, DockerDriver | ProcessDriver):
         await harness.driver.close()
 
 
