@@ -57,6 +57,12 @@ class ExitResult:
         return f"exit code {self.exit_code}"
 
 
+@dataclass(frozen=True)
+class Stats:
+    memory_bytes: int  # resident memory of the workload (its process tree, or its container)
+    cpu_seconds: float  # CPU time used so far (user + system)
+
+
 class Driver(Protocol):
     name: str
 
@@ -86,6 +92,10 @@ class Driver(Protocol):
 
     def memory_enforced(self, handle: TaskHandle) -> bool:
         """Whether the memory limit is enforced (a cgroup), or only reserved."""
+        ...
+
+    async def stats(self, handle: TaskHandle) -> Stats:
+        """A resource sample of the running workload."""
         ...
 
 

@@ -27,7 +27,7 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 
 from ._executor import RotatingFile
-from .base import ExitResult, StartRequest, TaskHandle
+from .base import ExitResult, StartRequest, Stats, TaskHandle
 from .errors import DriverError, StartError
 from .process import LOG_KEEP, LOG_MAX_BYTES, expand
 
@@ -270,6 +270,22 @@ class DockerDriver:
 
     def memory_enforced(self, handle: TaskHandle) -> bool:
         return True
+
+    async def stats(self, handle: TaskHandle) -> Stats:
+        """One sample from the engine (memory in use, CPU time), with a timeout."""
+        container = await self._container(handle)
+        if container is None:
+            raise DriverError("the container is gone")
+        try:
+            async with asyncio.timeout(10):
+                samples = await container.stats(stream=False)
+        except (aiodocker.DockerError, TimeoutError) as exc:
+            raise DriverError(f"docker stats: {exc}") from None
+        sample = samples[0] if isinstance(samples, list) else samples
+        memory = sample.get("memory_stats", {})
+        usage = int(memory.get("usage", 0)) - int(memory.get("stats", {}).get("cache", 0))
+        cpu_ns = int(sample.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0))
+        return Stats(max(usage, 0), cpu_ns / 1e9)
 
     async def exec(
         self, handle: TaskHandle, command: list[str], env: dict[str, str], timeout: float

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import psutil
 
-from .base import ExitResult, StartRequest, TaskHandle
+from .base import ExitResult, StartRequest, Stats, TaskHandle
 from .errors import DriverError, StartError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -292,6 +292,10 @@ class ProcessDriver:
     def log_path(self, handle: TaskHandle, stream: Literal["stdout", "stderr"]) -> Path:
         return Path(handle.state["logs"]) / f"{handle.container}.{stream}"
 
+    async def stats(self, handle: TaskHandle) -> Stats:
+        """Memory and CPU time of the task's process tree (psutil)."""
+        return await asyncio.to_thread(_tree_stats, int(handle.state.get("pid") or 0))
+
     async def open_exec(
         self, handle: TaskHandle, command: list[str], env: dict[str, str], tty: bool
     ) -> ProcessExec:
@@ -358,6 +362,20 @@ class ProcessExec:
             await self.process.wait()
         for pump in self._pumps:
             pump.cancel()
+
+
+def _tree_stats(pid: int) -> Stats:
+    memory, cpu = 0, 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                memory += proc.memory_info().rss
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+    except psutil.Error:
+        raise DriverError(f"process {pid} is gone") from None
+    return Stats(memory, cpu)
 
 
 def _spawn_executor(spec_path: Path, log_path: Path) -> subprocess.Popen[bytes]:

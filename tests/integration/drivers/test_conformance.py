@@ -242,3 +242,12 @@ async def test_process_without_cgroups_reports_the_limit_unenforced(tmp_path: Pa
     handle = await driver.start(request_for(tmp_path, ["true"]))
     await asyncio.wait_for(driver.wait(handle), 10)
     assert driver.memory_enforced(handle) is False
+
+
+async def test_stats_sample_a_running_workload(h: Harness) -> None:
+    handle = await h.start("echo up; while true; do :; done")  # busy: it uses CPU
+    await h.output(handle, "up")
+    await asyncio.sleep(1.0)
+    stats = await h.driver.stats(handle)
+    assert stats.memory_bytes > 100_000
+    assert stats.cpu_seconds > 0.2
