@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiodocker
+import aiohttp
 from aiodocker.containers import DockerContainer
 
 from ._executor import RotatingFile
@@ -76,6 +77,12 @@ class DockerDriver:
 
     # ---- start ---------------------------------------------------------------------------
     async def start(self, req: StartRequest) -> TaskHandle:
+        try:
+            return await self._start(req)
+        except (aiohttp.ClientError, OSError) as exc:  # the engine went away
+            raise StartError(f"the Docker engine does not answer: {exc}") from None
+
+    async def _start(self, req: StartRequest) -> TaskHandle:
         container = req.container
         if container.image is None:
             raise StartError(
@@ -208,14 +215,20 @@ class DockerDriver:
         try:
             container = await self.docker.containers.get(handle.state["container_id"])
             info = await container.show()
-        except aiodocker.DockerError:
+        except aiodocker.DockerError as exc:
+            if exc.status >= 500:
+                raise DriverError(f"docker: {_message(exc)}") from None
             return None
         if info["Config"]["Labels"].get(LABEL_TASK) != handle.task_id:
             return None
         return container
 
     async def recover(self, handle: TaskHandle) -> bool:
-        container = await self._container(handle)
+        try:
+            container = await self._container(handle)
+        except (DriverError, aiohttp.ClientError, OSError) as exc:
+            log.warning("cannot recover %s: %s", handle.task_id, exc)
+            return False
         if container is None:
             return False
         info = await container.show()
@@ -227,6 +240,15 @@ class DockerDriver:
         return True
 
     async def wait(self, handle: TaskHandle) -> ExitResult:
+        while True:
+            try:
+                return await self._wait(handle)
+            except (aiohttp.ClientError, OSError, DriverError) as exc:
+                # The engine restarted or is down: the container may well still run.
+                log.warning("waiting on %s: %s; retrying", handle.task_id, exc)
+                await asyncio.sleep(2)
+
+    async def _wait(self, handle: TaskHandle) -> ExitResult:
         container = await self._container(handle)
         if container is None:
             return ExitResult(None, message="the container vanished")
