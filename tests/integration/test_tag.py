@@ -20,6 +20,21 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def commit(work: Path, message: str) -> None:
+    git(
+        work,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        message,
+    )
+
+
 def moorage_tag(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*MOORAGE, "tag", *args], cwd=cwd, capture_output=True, text=True)
 
@@ -37,34 +52,12 @@ def test_tag_creates_and_pushes_the_next_branch_tag(tmp_path: Path) -> None:
     remote, work = tmp_path / "remote.git", tmp_path / "work"
     git(tmp_path, "init", "--bare", "-q", str(remote))
     git(tmp_path, "init", "-q", "-b", "master", str(work))
-    git(
-        work,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "one",
-    )
+    commit(work, "one")
     git(work, "remote", "add", "origin", str(remote))
     first = moorage_tag(work)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "master.1"
-    git(
-        work,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "two",
-    )
+    commit(work, "two")
     assert moorage_tag(work).stdout.strip() == "master.2"
     assert git(remote, "tag", "--list").split() == ["master.1", "master.2"]
     assert git(work, "rev-parse", "master.2") == git(work, "rev-parse", "HEAD")

@@ -38,7 +38,7 @@ from moorage.state import keys as k
 from moorage.state.writer import new_event
 from moorage.store import Delete, Op, Put
 
-from .api import table
+from .api import respond, table
 from .errors import read_json
 
 KEY_VERSION = 1
@@ -135,7 +135,7 @@ class SecretsApi:
         check_name(name)
         body = validate_body(SecretValue, await read_json(request))
         (info,) = await self._put({name: body.value})
-        return web.json_response(info.model_dump(mode="json"))
+        return respond(info)
 
     @table.add(
         "POST",
@@ -159,7 +159,7 @@ class SecretsApi:
         if errors:
             raise SpecError(errors)
         infos = await self._put({str(n): str(v) for n, v in data.items()})
-        return web.json_response([i.model_dump(mode="json") for i in infos])
+        return respond(infos)
 
     @table.add(
         "GET",
@@ -170,7 +170,7 @@ class SecretsApi:
     )
     async def list_secrets(self, request: web.Request) -> web.Response:
         infos = [s.info() for s in sorted(self.cache.secrets.values(), key=lambda s: s.name)]
-        return web.json_response([i.model_dump(mode="json") for i in infos])
+        return respond(infos)
 
     @table.add("DELETE", "/v1/secrets/{name}", "Remove a secret", tags=("secrets",))
     async def delete_secret(self, request: web.Request) -> web.Response:
@@ -180,7 +180,7 @@ class SecretsApi:
         now = self.clock()
         event = new_event("secret.removed", f"secret {name} removed", now=now)
         await self.writer.commit([], [Delete(k.secret_key(name)), event])
-        return web.json_response({})
+        return respond({})
 
     @table.add(
         "GET",
