@@ -86,7 +86,9 @@ class Api:
         tasks = self.cache.tasks_of_service(service.name)
         summary = summarize(service.name, service.status, service.revision, service.count, tasks)
         deployment = self.cache.deployments.get(service.deployment_id or "")
-        if deployment is not None:
+        if service.status == "stopped":
+            summary = summary.model_copy(update={"deployment": "-"})
+        elif deployment is not None:
             state = deployment.status.value
             if deployment.status == "running":
                 state += f" {deployment.healthy}/{deployment.count}"
