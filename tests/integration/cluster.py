@@ -96,7 +96,7 @@ class Proc:
 class Cluster:
     """A server process and one agent process on loopback, in a temporary data dir."""
 
-    def __init__(self, root: Path, agent_memory: int | None = None) -> None:
+    def __init__(self, root: Path, agent_memory: int | None = None, agents: int = 1) -> None:
         self.root = root
         self.http_port = free_port()
         self.agent_port = free_port()
@@ -116,37 +116,45 @@ class Cluster:
             root / "server.log",
         )
         extra = ["--memory", str(agent_memory)] if agent_memory else []
-        self.agent = Proc(
+        self.agents = [self._agent(i, extra) for i in range(1, agents + 1)]
+        self.agent = self.agents[0]
+        self.http = httpx.Client(base_url=self.addr, timeout=30)
+
+    def _agent(self, number: int, extra: list[str]) -> Proc:
+        """Agent n<number>, zone a/b/c in turn, its own data dir and port."""
+        return Proc(
             [
                 *MOORAGE,
                 "agent",
                 "--server",
                 self.addr,
                 "--name",
-                "n1",
+                f"n{number}",
                 "--data-dir",
-                str(root / "node1"),
+                str(self.root / f"node{number}"),
                 "--agent-addr",
-                f"127.0.0.1:{self.agent_port}",
+                f"127.0.0.1:{free_port()}",
                 "--attr",
-                "zone=a",
+                f"zone={'abc'[(number - 1) % 3]}",
                 *extra,
             ],
-            root / "agent.log",
+            self.root / f"agent{number}.log",
         )
-        self.http = httpx.Client(base_url=self.addr, timeout=30)
 
     def start(self) -> Cluster:
         self.server.start()
-        self.agent.start()
+        for agent in self.agents:
+            agent.start()
         return self
 
     def stop(self) -> None:
-        self.agent.stop()
+        for agent in self.agents:
+            agent.stop()
         self.server.stop()
         self.http.close()
         kill_tasks_under(self.root)
-        remove_containers("n1")
+        for number in range(1, len(self.agents) + 1):
+            remove_containers(f"n{number}")
 
     # ---- helpers -----------------------------------------------------------------------
     def cli(

@@ -61,8 +61,11 @@ class ServerClient:
         )
         return {str(c): {str(k): str(v) for k, v in env.items()} for c, env in body.items()}
 
-    async def heartbeat(self, name: str) -> None:
-        await self._call("POST", f"/v1/nodes/{name}/heartbeat")
+    async def heartbeat(self, name: str) -> float | None:
+        """Heartbeat; the server answers how often it wants them."""
+        body, _ = await self._call("POST", f"/v1/nodes/{name}/heartbeat")
+        interval = body.get("interval") if isinstance(body, dict) else None
+        return float(interval) if isinstance(interval, int | float) else None
 
     async def node_tasks(self, name: str, index: int, wait: float) -> tuple[list[Task], int]:
         params = {"index": str(index), "wait": f"{wait:g}s"}

@@ -52,7 +52,8 @@ def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
     for name, tasks in sorted(by_service.items()):
         service = snapshot.services.get(name)
         for task in tasks:
-            _retire_dead(plan, task)
+            _lose_on_down_node(plan, snapshot, task)
+            _retire_dead(plan, plan.current(task))
             if service is not None:
                 _restart_policy(plan, service, plan.current(task), now)
         _converge(plan, snapshot, service, [plan.current(t) for t in tasks], now, rng)
@@ -61,6 +62,24 @@ def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
             _converge(plan, snapshot, service, [], now, rng)
     _place_pending(plan, snapshot, now, seed)
     return plan
+
+
+def _lose_on_down_node(plan: Plan, snapshot: Snapshot, task: Task) -> None:
+    """A task on a node that is down (or gone) is lost; it is replaced elsewhere, and its node
+    stops it if it comes back (desired stop)."""
+    if task.node is None or task.status.terminal:
+        return
+    node = snapshot.nodes.get(task.node)
+    if node is not None and node.status != NodeStatus.DOWN:
+        return
+    why = f"node {task.node} is down" if node is not None else f"node {task.node} is gone"
+    lost = task.model_copy(
+        update={"status": TaskStatus.LOST, "desired": Desired.STOP, "message": why}
+    )
+    plan.write(lost, task)
+    plan.events.append(
+        EventSpec("task.lost", f"task {task.id} lost: {why}", task.service, task.id, task.node)
+    )
 
 
 def _retire_dead(plan: Plan, task: Task) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from moorage import __version__
+from moorage.controllers.liveness import heartbeat_interval
 from moorage.model import (
     CheckState,
     Deployment,
@@ -501,6 +502,7 @@ class Api:
                 [FieldError("name", f"must match the URL ({name!r}), got {node.name!r}")]
             )
         now = self.clock()
+        self.heartbeats[name] = now  # registering is a sign of life too
 
         def change(current: Node | None) -> tuple[Node | None, list[Any]]:
             registered = node.model_copy(
@@ -525,10 +527,15 @@ class Api:
             raise NotFound(f"no node {name!r}: register first")
         now = self.clock()
         self.heartbeats[name] = now
+        answer = {"interval": heartbeat_interval(len(self.cache.nodes))}
+        node = self.cache.nodes[name]
+        if node.status == NodeStatus.DOWN:
+            await self._node_back(name, now)
+            return respond(answer)
         # Heartbeats live in memory (like Nomad's TTL timers); the store only gets a coarse mark,
         # so a quiet cluster does not write every few seconds.
-        if now - self.cache.nodes[name].heartbeat_at < HEARTBEAT_PERSIST:
-            return respond({})
+        if now - node.heartbeat_at < HEARTBEAT_PERSIST:
+            return respond(answer)
 
         def change(current: Node | None) -> tuple[Node | None, list[Any]]:
             if current is None:
@@ -536,7 +543,19 @@ class Api:
             return current.model_copy(update={"heartbeat_at": now}), []
 
         await self.writer.update(k.node_key(name), Node, change)
-        return respond({})
+        return respond(answer)
+
+    async def _node_back(self, name: str, now: float) -> None:
+        def change(current: Node | None) -> tuple[Node | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no node {name!r}: register first")
+            text = f"node {name} is back: its lost tasks are stopped there"
+            event = new_event("node.up", text, now=now, node=name)
+            return current.model_copy(update={"status": NodeStatus.READY, "heartbeat_at": now}), [
+                event
+            ]
+
+        await self.writer.update(k.node_key(name), Node, change)
 
     @table.add(
         "GET",

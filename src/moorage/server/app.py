@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from moorage.controllers.leader import SoleLeader, run_as_leader
+from moorage.controllers.liveness import NodeLiveness
 from moorage.controllers.loops import GarbageCollector, Reconciler
 from moorage.model import Unavailable
 from moorage.state import StateCache, StateWriter
@@ -80,8 +81,9 @@ class Server:
             group.create_task(cache.run(), name="state-cache")
             await cache.wait_synced()
             box = SecretBox.load(self.config.data_dir)
+            api = Api(cache, writer, self.clock, "sqlite")
             app = build_app(
-                Api(cache, writer, self.clock, "sqlite"),
+                api,
                 LogsProxy(cache, session),
                 SecretsApi(cache, writer, box, self.clock),
                 ExecProxy(cache, session),
@@ -101,7 +103,12 @@ class Server:
                 collector = GarbageCollector(
                     cache, writer, self.clock, interval=self.config.gc_interval
                 )
-                loops = [("reconciler", reconciler.run), ("gc", collector.run)]
+                liveness = NodeLiveness(cache, writer, self.clock, api.heartbeats.get)
+                loops = [
+                    ("reconciler", reconciler.run),
+                    ("gc", collector.run),
+                    ("liveness", liveness.run),
+                ]
                 group.create_task(run_as_leader(SoleLeader(), loops), name="leader")
                 if ready is not None:
                     ready.set()

@@ -296,21 +296,25 @@ class SqliteStore:
             changed = self._changed
             if self._closed:
                 raise StoreClosed("store is closed")
-            rows, compact = await self._run(self._history_sync, prefix, end, cursor)
+            rows, compact, head = await self._run(self._history_sync, prefix, end, cursor)
             if cursor[0] < compact:  # the next revision this watcher needs is gone
                 raise Compacted(cursor[0] + 1, compact)
             for rev, idx, event in rows:
                 cursor = (rev, idx)
                 yield event
             if len(rows) < WATCH_BATCH:
+                # Caught up: nothing under prefix is left up to head, so compacting below it
+                # later must not cancel this watcher (etcd only cancels watchers that lag).
+                cursor = max(cursor, (head, 1 << 62))
                 await changed.wait()
 
     def _history_sync(
         self, prefix: str, end: str, cursor: tuple[int, int]
-    ) -> tuple[list[tuple[int, int, WatchEvent]], int]:
+    ) -> tuple[list[tuple[int, int, WatchEvent]], int, int]:
         self._conn.execute("BEGIN")
         try:
             compact = self._meta("compact")
+            head = self._meta("revision")
             rows = self._conn.execute(
                 "SELECT rev, idx, key, type, value, create_rev, version, lease FROM history "
                 "WHERE (rev, idx) > (?, ?) AND key >= ? AND key < ? ORDER BY rev, idx LIMIT ?",
@@ -322,7 +326,7 @@ class SqliteStore:
         for rev, idx, key, kind, value, create_rev, version, lease in rows:
             kv = KeyValue(key, value, create_rev, rev, version, lease)
             events.append((rev, idx, WatchEvent("put" if kind == _PUT else "delete", kv)))
-        return events, compact
+        return events, compact, head
 
     # ---- leases --------------------------------------------------------------------------
     async def lease_grant(self, ttl: float) -> int:
@@ -410,12 +414,12 @@ class SqliteStore:
     async def close(self) -> None:
         if self._closed:
             return
+        self._closed = True  # first: calls arriving while the connection closes get StoreClosed
         if self._expiry is not None:
             self._expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry
         await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        self._closed = True
         self._notify()
         self._executor.shutdown(wait=True)
 

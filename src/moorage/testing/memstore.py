@@ -21,6 +21,7 @@ from moorage.store.base import (
     Op,
     Put,
     StoreClosed,
+    StoreError,
     TxnResult,
     WatchEvent,
 )
@@ -73,6 +74,9 @@ class MemoryStore:
         self._check()
         ok = all(self._holds(c) for c in compares)
         ops = success if ok else failure
+        put_keys = [op.key for op in ops if isinstance(op, Put)]
+        if len(set(put_keys)) != len(put_keys):  # as etcd and the SQLite engine
+            raise StoreError("duplicate key given in a transaction")
         for op in ops:
             if isinstance(op, Put) and op.lease and op.lease not in self._leases:
                 raise LeaseNotFound(op.lease)
@@ -151,15 +155,20 @@ class MemoryStore:
         next_rev = start_revision if start_revision > 0 else self._revision + 1
         while True:
             changed = self._changed
-            for event in self._history:
-                if event.kv.mod_revision >= next_rev and event.kv.key.startswith(prefix):
-                    yield event
+            if self._closed:
+                raise StoreClosed("store is closed")
+            if next_rev <= self._compacted:  # events this watcher has not seen yet are gone
+                raise Compacted(next_rev, self._compacted)
+            # A snapshot: history may be appended to or compacted while the consumer holds us.
+            batch = [
+                e
+                for e in self._history
+                if e.kv.mod_revision >= next_rev and e.kv.key.startswith(prefix)
+            ]
             next_rev = self._revision + 1
-            if self._closed:
-                raise StoreClosed("store is closed")
+            for event in batch:
+                yield event
             await changed.wait()
-            if self._closed:
-                raise StoreClosed("store is closed")
 
     async def revision(self) -> int:
         self._check()
@@ -199,7 +208,7 @@ class MemoryStore:
             self._drop_lease_keys(expired)
 
     def _drop_lease_keys(self, leases: set[int]) -> None:
-        doomed = [Delete(kv.key) for kv in self._kv.values() if kv.lease in leases]
+        doomed = [Delete(key) for key in self._keys if self._kv[key].lease in leases]  # key order
         if doomed:
             revision = self._revision + 1
             for op in doomed:

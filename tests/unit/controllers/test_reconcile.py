@@ -289,3 +289,21 @@ def test_replacements_of_tasks_that_keep_failing_back_off() -> None:
     assert replacement([failed(i) for i in range(12)]).not_before == NOW + 60  # capped
     long_ago = [f.model_copy(update={"finished_at": NOW - 3600}) for f in map(failed, range(5))]
     assert replacement(long_ago).not_before == 0.0  # failures outside the window do not count
+
+
+def test_tasks_on_a_down_node_are_lost_and_replaced_elsewhere() -> None:
+    from moorage.model import NodeStatus
+
+    down = Node(name="n1", cpu=4096, memory=4096, status=NodeStatus.DOWN)
+    up = Node(name="n2", cpu=4096, memory=4096)
+    task = make_task(id="t", node="n1", status=TaskStatus.RUNNING, run_generation=0)
+    plan = reconcile(snap(service(1), [task], nodes=[down, up]), NOW, seed=1)
+    lost = plan.writes["t"][0]
+    assert (lost.status, lost.desired, lost.message) == (
+        TaskStatus.LOST,
+        Desired.STOP,
+        "node n1 is down",
+    )
+    (replacement,) = [new for new, old in plan.writes.values() if old is None]
+    assert replacement.node == "n2"
+    assert "task.lost" in [e.type for e in plan.events]

@@ -1,0 +1,81 @@
+"""Node failure: a silent agent's node goes down, its tasks are replaced; nothing runs twice."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from .cluster import Cluster, http_spec, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path) -> Any:
+    cluster = Cluster(tmp_path, agents=2).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def task_processes(root: Path) -> list[psutil.Process]:
+    """The test HTTP servers this cluster runs (their working dirs are inside its data dir)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "httpserver.py" in cmdline and (proc.info["cwd"] or "").startswith(str(root)):
+            found.append(proc)
+    return found
+
+
+def test_a_dead_node_is_detected_and_its_tasks_replaced_without_duplicates(
+    two_nodes: Cluster,
+) -> None:
+    cluster = two_nodes
+    cluster.deploy(http_spec(count=4, extra="placement: {strategy: spread}"))
+    tasks = cluster.wait_running("web", 4)
+    assert sorted(t["node"] for t in tasks) == ["n1", "n1", "n2", "n2"]
+    cluster.agents[1].kill9()
+    killed = time.monotonic()
+
+    def replaced() -> list[dict[str, Any]] | None:
+        running = cluster.running("web")
+        return running if len(running) == 4 and {t["node"] for t in running} == {"n1"} else None
+
+    wait_for(replaced, 30, 0.1, "4 running tasks on n1")
+    took = time.monotonic() - killed
+    assert took < 15, f"replaced after {took:.1f}s"
+    nodes = {n["name"]: n["status"] for n in cluster.http.get("/v1/nodes").json()}
+    assert nodes == {"n1": "ready", "n2": "down"}
+    types = [e["type"] for e in cluster.events()]
+    assert "node.down" in types and types.count("task.lost") == 2
+    assert len(task_processes(cluster.root)) == 6  # n2's old tasks still run, its agent is dead
+
+    cluster.agents[1].start()  # back: its lost tasks are stopped there, the replacements win
+    wait_for(lambda: len(task_processes(cluster.root)) == 4, 20, 0.2, "no duplicates left")
+    wait_for(
+        lambda: (
+            {n["name"]: n["status"] for n in cluster.http.get("/v1/nodes").json()}["n2"] == "ready"
+        ),
+        10,
+    )
+    assert len(cluster.running("web")) == 4
+
+
+def test_twenty_agent_kills_in_a_row_cost_no_restart_and_no_lost_task(cluster: Cluster) -> None:
+    cluster.deploy(http_spec(count=5))
+    before = {t["id"]: t["containers"][0]["pid"] for t in cluster.wait_running("web", 5)}
+    for _ in range(20):
+        cluster.agent.kill9()
+        cluster.agent.start()
+    time.sleep(1)
+    after = cluster.wait_running("web", 5)
+    assert {t["id"]: t["containers"][0]["pid"] for t in after} == before
+    assert all(t["restarts"] == 0 for t in after)
+    assert not [t for t in cluster.tasks("web") if t["status"] == "lost"]
+    assert "task.lost" not in [e["type"] for e in cluster.events()]
