@@ -72,6 +72,10 @@ async def serve(config: ServerConfig, echo: Callable[[str], None]) -> None:
     task = asyncio.create_task(server.run(ready))
     await _first(task, ready)
     echo(f"server: {server.url} (data dir {config.data_dir})")
+    echo(
+        f"join token: in {server.token_path} — agents join with "
+        f"`moorage agent --server {server.url} --token $(cat {server.token_path})`"
+    )
     echo("ready")
     await _run_until_signal(task)
 
@@ -97,6 +101,7 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
             data_dir=config.data_dir / "agent",
             http_addr=config.agent_addr,
             attrs=config.attrs,
+            token=server.token_path.read_text().strip(),
         )
         agent_task = asyncio.create_task(
             agent.run(agent_ready, stop_tasks_on_exit=True), name="agent"

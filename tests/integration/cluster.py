@@ -143,7 +143,9 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.server.start()
+        self.token = (self.root / "server" / "join-token").read_text().strip()
         for agent in self.agents:
+            agent.env["MOORAGE_TOKEN"] = self.token
             agent.start()
         return self
 

@@ -79,3 +79,48 @@ def test_twenty_agent_kills_in_a_row_cost_no_restart_and_no_lost_task(cluster: C
     assert all(t["restarts"] == 0 for t in after)
     assert not [t for t in cluster.tasks("web") if t["status"] == "lost"]
     assert "task.lost" not in [e["type"] for e in cluster.events()]
+
+
+def test_an_agent_with_a_wrong_join_token_is_refused_and_leaves_no_trace(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from .cluster import MOORAGE, free_port
+
+    before = cluster.http.get("/v1/status").json()["revision"]
+    node = {"name": "intruder", "cpu": 1000, "memory": 1000}
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        refused = cluster.http.put("/v1/nodes/intruder", json=node, headers=headers)
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+    assert cluster.http.post("/v1/nodes/n1/heartbeat").status_code == 401
+    assert cluster.http.get("/v1/nodes/n1/tasks").status_code == 401
+    log = (tmp_path / "intruder.log").open("wb")
+    agent = subprocess.Popen(
+        [
+            *MOORAGE,
+            "agent",
+            "--server",
+            cluster.addr,
+            "--name",
+            "intruder",
+            "--token",
+            "wrong",
+            "--data-dir",
+            str(tmp_path / "intruder"),
+            "--agent-addr",
+            f"127.0.0.1:{free_port()}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: b"401" in (tmp_path / "intruder.log").read_bytes(), 15)
+    finally:
+        agent.kill()
+        agent.wait()
+        log.close()
+    assert [n["name"] for n in cluster.http.get("/v1/nodes").json()] == ["n1"]
+    assert cluster.http.get("/v1/status").json()["revision"] == before
+    token_file = cluster.root / "server" / "join-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600

@@ -20,6 +20,7 @@ from moorage.model import (
     MoorageError,
     NotFound,
     SpecError,
+    Unauthorized,
     Unavailable,
 )
 
@@ -45,6 +46,8 @@ def _error(response: httpx.Response) -> MoorageError:
         return NotFound(message)
     if response.status_code == 409:
         return Conflict(message)
+    if response.status_code == 401:
+        return Unauthorized(message)
     return Unavailable(f"server error {response.status_code}: {message}")
 
 

@@ -124,6 +124,12 @@ def server(data_dir: str, http_addr: str, dns_addr: str, agent_addr: str) -> Non
     help="Address other machines reach this node at.",
 )
 @click.option(
+    "--token",
+    envvar="MOORAGE_TOKEN",
+    default=None,
+    help="The cluster's join token (the server's <data dir>/join-token; env MOORAGE_TOKEN).",
+)
+@click.option(
     "--cpu",
     type=click.IntRange(min=1),
     default=None,
@@ -141,6 +147,7 @@ def agent(
     name: str | None,
     attrs: tuple[str, ...],
     advertise: str,
+    token: str | None,
     cpu: int | None,
     memory: int | None,
     data_dir: str,
@@ -158,6 +165,7 @@ def agent(
         http_addr=parse_addr(agent_addr, "agent-addr"),
         attrs=parse_attrs(attrs),
         advertise_address=advertise,
+        token=token,
         cpu=cpu,
         memory=memory,
     )

@@ -5,7 +5,15 @@ Nothing here does I/O. Every other package may import this one; it imports none 
 
 from .deployment import Deployment, DeploymentStatus
 from .duration import Duration, format_duration, parse_duration
-from .errors import Conflict, FieldError, MoorageError, NotFound, SpecError, Unavailable
+from .errors import (
+    Conflict,
+    FieldError,
+    MoorageError,
+    NotFound,
+    SpecError,
+    Unauthorized,
+    Unavailable,
+)
 from .event import Event
 from .node import Node, NodeStatus
 from .secret import SECRET_NAME, Secret, SecretInfo, SecretValue
@@ -56,6 +64,7 @@ __all__ = [
     "Task",
     "TaskDefinition",
     "TaskStatus",
+    "Unauthorized",
     "Unavailable",
     "VolumeSpec",
     "field_path",

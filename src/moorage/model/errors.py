@@ -4,6 +4,7 @@
      ├── SpecError          invalid input: a spec, an API body, a CLI flag (HTTP 400, exit 2)
      ├── NotFound           no such service, task, node, task definition (HTTP 404, exit 1)
      ├── Conflict           a compare-and-swap lost, or the change clashes with state (HTTP 409, exit 1)
+     ├── Unauthorized       missing or wrong credentials, e.g. a join token (HTTP 401, exit 1)
      └── Unavailable        a dependency is down or not ready yet (HTTP 503, exit 1)
 
 Errors map to HTTP statuses in `moorage.server.errors` and to exit codes in
@@ -76,6 +77,12 @@ class NotFound(MoorageError):
 
 class Conflict(MoorageError):
     code = "conflict"
+
+
+class Unauthorized(MoorageError):
+    """A request without valid credentials (an agent's join token)."""
+
+    code = "unauthorized"
 
 
 class Unavailable(MoorageError):

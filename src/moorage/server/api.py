@@ -34,6 +34,7 @@ from moorage.state.writer import new_event
 
 from .blocking import INDEX_HEADER, block
 from .errors import read_json
+from .join import JoinGuard
 from .reports import apply_report
 from .routes import RouteTable
 from .views import (
@@ -81,6 +82,11 @@ class Api:
         self.clock = clock
         self.store_name = store_name
         self.heartbeats: dict[str, float] = {}
+        self.guard: JoinGuard | None = None  # set by the server: agent calls need the token
+
+    def _agent_only(self, request: web.Request) -> None:
+        if self.guard is not None:
+            self.guard.check(request)
 
     # ---- services ------------------------------------------------------------------------
     def summary(self, service: Service) -> ServiceSummary:
@@ -425,6 +431,7 @@ class Api:
         tags=("agents",),
     )
     async def report(self, request: web.Request) -> web.Response:
+        self._agent_only(request)
         task_id = request.match_info["id"]
         report = validate_body(TaskReport, await read_json(request))
         now = self.clock()
@@ -495,6 +502,7 @@ class Api:
         tags=("agents",),
     )
     async def register_node(self, request: web.Request) -> web.Response:
+        self._agent_only(request)
         name = request.match_info["name"]
         node = validate_body(Node, await read_json(request))
         if node.name != name:
@@ -522,6 +530,7 @@ class Api:
 
     @table.add("POST", "/v1/nodes/{name}/heartbeat", "Agent heartbeat", tags=("agents",))
     async def heartbeat(self, request: web.Request) -> web.Response:
+        self._agent_only(request)
         name = request.match_info["name"]
         if name not in self.cache.nodes:
             raise NotFound(f"no node {name!r}: register first")
@@ -566,6 +575,7 @@ class Api:
         tags=("agents",),
     )
     async def node_tasks(self, request: web.Request) -> web.Response:
+        self._agent_only(request)
         name = request.match_info["name"]
         index = await block(request, self.cache, Topic.node_tasks(name))
         return respond(self.cache.tasks_on_node(name), index)

@@ -31,6 +31,7 @@ from moorage.store.sqlite import SqliteStore
 from .api import Api, table
 from .errors import error_middleware
 from .exec import ExecProxy
+from .join import JoinGuard, load_or_create
 from .logs import LogsProxy
 from .secrets import SecretBox, SecretsApi
 
@@ -63,6 +64,7 @@ class Server:
         self.store: Store | None = None
         self.cache: StateCache | None = None
         self.url = f"http://{config.http_addr[0]}:{config.http_addr[1]}"
+        self.token_path = config.data_dir / "join-token"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; every resource is released on the way out."""
@@ -82,12 +84,10 @@ class Server:
             await cache.wait_synced()
             box = SecretBox.load(self.config.data_dir)
             api = Api(cache, writer, self.clock, "sqlite")
-            app = build_app(
-                api,
-                LogsProxy(cache, session),
-                SecretsApi(cache, writer, box, self.clock),
-                ExecProxy(cache, session),
-            )
+            secrets_api = SecretsApi(cache, writer, box, self.clock)
+            self.token_path, digest = load_or_create(self.config.data_dir)
+            api.guard = secrets_api.guard = JoinGuard(digest)
+            app = build_app(api, LogsProxy(cache, session), secrets_api, ExecProxy(cache, session))
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:

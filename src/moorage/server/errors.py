@@ -8,7 +8,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from moorage.model import Conflict, FieldError, MoorageError, NotFound, SpecError, Unavailable
+from moorage.model import (
+    Conflict,
+    FieldError,
+    MoorageError,
+    NotFound,
+    SpecError,
+    Unauthorized,
+    Unavailable,
+)
 from moorage.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -23,6 +31,8 @@ def http_status(exc: MoorageError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, Unauthorized):
+        return 401
     if isinstance(exc, Unavailable):
         return 503
     return 500

@@ -40,6 +40,7 @@ from moorage.store import Delete, Op, Put
 
 from .api import respond, table
 from .errors import read_json
+from .join import JoinGuard
 
 KEY_VERSION = 1
 NODE_HEADER = "X-Moorage-Node"
@@ -101,6 +102,7 @@ class SecretsApi:
         self.writer = writer
         self.box = box
         self.clock = clock
+        self.guard: JoinGuard | None = None
 
     async def _put(self, values: dict[str, str]) -> list[SecretInfo]:
         now = self.clock()
@@ -189,6 +191,8 @@ class SecretsApi:
         tags=("agents",),
     )
     async def task_secrets(self, request: web.Request) -> web.Response:
+        if self.guard is not None:
+            self.guard.check(request)
         task = self.cache.tasks.get(request.match_info["id"])
         if task is None:
             raise NotFound(f"no task {request.match_info['id']!r}")
