@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from moorage.model import (
+    Constraint,
     Deployment,
     DeploymentStatus,
     Desired,
@@ -288,4 +289,7 @@ def _ask(service: Service, taskdef: TaskDefinition, count: int) -> Ask:
         strategy=service.placement.strategy,
         spread_attr=service.placement.spread_attr,
         drivers=frozenset(c.driver for c in taskdef.containers),
+        prefer=Constraint(attr="lifecycle", op="==", values=("spot",))
+        if service.placement.capacity == "spot_preferred"
+        else None,
     )

@@ -71,7 +71,9 @@ class Placement(Strict):
     strategy: Literal["binpack", "spread"] = "binpack"
     spread_attr: str | None = None
     constraints: list[str] = Field(default_factory=list)
-    capacity: Literal["any", "spot", "on-demand"] = "any"
+    # any | spot_preferred (spot nodes while they have room, then others) | on_demand_only |
+    # spot_only; nodes say what they are with the attribute lifecycle=spot.
+    capacity: Literal["any", "spot_preferred", "on_demand_only", "spot_only"] = "any"
 
     @field_validator("constraints")
     @classmethod
@@ -82,9 +84,9 @@ class Placement(Strict):
 
     def parsed_constraints(self) -> list[Constraint]:
         parsed = [Constraint.parse(t) for t in self.constraints]
-        if self.capacity == "spot":
+        if self.capacity == "spot_only":
             parsed.append(Constraint(attr="lifecycle", op="==", values=("spot",)))
-        elif self.capacity == "on-demand":
+        elif self.capacity == "on_demand_only":
             parsed.append(Constraint(attr="lifecycle", op="!=", values=("spot",)))
         return parsed
 

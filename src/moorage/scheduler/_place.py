@@ -15,6 +15,7 @@ import bisect
 import heapq
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from ._reasons import explain
 from ._state import Ask, ClusterState, NodeInfo, Placed, Plan, Unplaced
@@ -171,12 +172,24 @@ def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
     for position, ask in enumerate(asks):
         if ask.count <= 0:
             continue
-        placed = _spread(work, ask) if ask.strategy == "spread" else _binpack(work, ask)
+        placed = _preferred_first(work, ask)
         if placed:
             plan.placements[position] = placed
         if len(placed) < ask.count:
             plan.unplaced[position] = Unplaced(ask.count - len(placed), explain(work, ask))
     return plan
+
+
+def _preferred_first(work: Work, ask: Ask) -> list[Placed]:
+    """With a preference, fill the preferred nodes first, then place the rest anywhere."""
+    strategy = _spread if ask.strategy == "spread" else _binpack
+    if ask.prefer is None:
+        return strategy(work, ask)
+    first = strategy(work, replace(ask, constraints=(*ask.constraints, ask.prefer), prefer=None))
+    if len(first) == ask.count:
+        return first
+    rest = strategy(work, replace(ask, count=ask.count - len(first), prefer=None))
+    return first + rest
 
 
 def _binpack(work: Work, ask: Ask) -> list[Placed]:

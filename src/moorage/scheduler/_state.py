@@ -46,6 +46,7 @@ class Ask:
     strategy: Literal["binpack", "spread"] = "binpack"
     spread_attr: str | None = None
     drivers: frozenset[str] = frozenset()  # task drivers the node must offer (process, docker)
+    prefer: Constraint | None = None  # nodes matching it are filled first (spot_preferred)
 
 
 @dataclass

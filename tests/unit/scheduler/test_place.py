@@ -160,3 +160,21 @@ def test_a_task_needing_a_driver_no_node_offers_is_explained() -> None:
         ClusterState.build(nodes[:1], []), [Ask("web", 1, 100, 64, drivers=frozenset({"docker"}))]
     )
     assert plan.unplaced[0].reason == "no node has the docker driver"
+
+
+def test_spot_preferred_fills_spot_nodes_first_then_overflows() -> None:
+    from moorage.model import Constraint
+
+    spot = Constraint(attr="lifecycle", op="==", values=("spot",))
+    nodes = [
+        NodeInfo("od1", 4096, 1024, {"lifecycle": "on-demand"}),
+        NodeInfo("spot1", 4096, 1024, {"lifecycle": "spot"}),
+        NodeInfo("spot2", 4096, 1024, {"lifecycle": "spot"}),
+    ]
+    plan = place(ClusterState.build(nodes, []), [Ask("worker", 8, 100, 256, prefer=spot)])
+    assert Counter(s.node for s in plan.placements[0]) == {"spot1": 4, "spot2": 4}
+    plan = place(ClusterState.build(nodes, []), [Ask("worker", 10, 100, 256, prefer=spot)])
+    assert Counter(s.node for s in plan.placements[0]) == {"spot1": 4, "spot2": 4, "od1": 2}
+    on_demand = Constraint.parse("lifecycle != spot")
+    plan = place(ClusterState.build(nodes, []), [Ask("web", 6, 100, 256, constraints=(on_demand,))])
+    assert {s.node for s in plan.placements[0]} == {"od1"} and plan.unplaced[0].count == 2
