@@ -124,3 +124,39 @@ def test_an_agent_with_a_wrong_join_token_is_refused_and_leaves_no_trace(
     assert cluster.http.get("/v1/status").json()["revision"] == before
     token_file = cluster.root / "server" / "join-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_drain_moves_every_task_and_never_drops_below_min_healthy(two_nodes: Cluster) -> None:
+    from .test_deployments import CHECK, Poller
+
+    cluster = two_nodes
+    spec = http_spec(
+        count=4,
+        container=CHECK,
+        extra="placement: {strategy: spread}\ndeployment: {min_healthy_time: 0s}",
+    )
+    cluster.deploy(spec)
+    tasks = cluster.wait_running("web", 4)
+    wait_for(lambda: sum(t["health"] == "passing" for t in cluster.tasks("web")) == 4, 20)
+    assert sorted(t["node"] for t in tasks) == ["n1", "n1", "n2", "n2"]
+    with Poller(cluster) as poller:
+        assert "n2: draining" in cluster.cli("node", "drain", "n2").stdout
+
+        def moved() -> bool:
+            running = cluster.running("web")
+            return (
+                len(running) == 4
+                and {t["node"] for t in running} == {"n1"}
+                and all(t["health"] == "passing" for t in running)
+            )
+
+        wait_for(moved, 30, 0.2, "every task moved to n1")
+    assert min(poller.healthy) >= 4, poller.healthy
+    assert {n["name"]: n["status"] for n in cluster.http.get("/v1/nodes").json()}[
+        "n2"
+    ] == "draining"
+    cluster.cli("scale", "web", "6")
+    cluster.wait_running("web", 6)
+    assert {t["node"] for t in cluster.running("web")} == {"n1"}  # a draining node takes nothing
+    cluster.cli("node", "eligible", "n2")
+    assert {n["name"]: n["status"] for n in cluster.http.get("/v1/nodes").json()}["n2"] == "ready"

@@ -194,6 +194,17 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", "/v1/nodes")
         return result
 
+    def drain(self, node: str, deadline: str | None, spot_notice: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"spot_notice": spot_notice}
+        if deadline is not None:
+            body["deadline"] = deadline
+        result: dict[str, Any] = self.request("POST", f"/v1/nodes/{node}/drain", json=body)
+        return result
+
+    def eligible(self, node: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/nodes/{node}/eligible")
+        return result
+
     def events(self, service: str | None = None) -> list[dict[str, Any]]:
         params = {"service": service} if service else {}
         result: list[dict[str, Any]] = self.request("GET", "/v1/events", params=params)

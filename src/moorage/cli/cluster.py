@@ -69,4 +69,33 @@ def _as_text(event: dict[str, object], output: str) -> str:
     return json.dumps(event, sort_keys=True) if output == "json" else _line(event)
 
 
-COMMANDS = [nodes, events]
+@click.group()
+def node() -> None:
+    """Drain a node, or make it eligible again."""
+
+
+@node.command()
+@click.argument("name")
+@click.option("--deadline", default=None, help="Stop what is left after this long (default 1h).")
+@click.option(
+    "--spot-notice", is_flag=True, help="A spot interruption notice: a 2-minute deadline."
+)
+@click.pass_context
+def drain(ctx: click.Context, name: str, deadline: str | None, spot_notice: bool) -> None:
+    """Move every task off NAME, keeping each service at its min_healthy_percent."""
+    with client(ctx) as api:
+        api.drain(name, deadline, spot_notice)
+    click.echo(f"{name}: draining")
+
+
+@node.command()
+@click.argument("name")
+@click.pass_context
+def eligible(ctx: click.Context, name: str) -> None:
+    """Let NAME take tasks again."""
+    with client(ctx) as api:
+        api.eligible(name)
+    click.echo(f"{name}: eligible")
+
+
+COMMANDS = [node, nodes, events]

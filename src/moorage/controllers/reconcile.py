@@ -12,6 +12,7 @@ read from a clock or a store here, so it is property-tested and benchmarked on i
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -168,11 +169,17 @@ def _converge(
     ):
         step(plan, service, deployment, tasks, now, rng)
         return
-    _enforce_count(plan, service, tasks, now, rng)
+    draining = {n.name: n for n in snapshot.nodes.values() if n.status == NodeStatus.DRAINING}
+    _enforce_count(plan, service, tasks, now, rng, draining)
 
 
 def _enforce_count(
-    plan: Plan, service: Service | None, tasks: list[Task], now: float, rng: random.Random
+    plan: Plan,
+    service: Service | None,
+    tasks: list[Task],
+    now: float,
+    rng: random.Random,
+    draining: Mapping[str, Node] | None = None,
 ) -> None:
     live = [t for t in tasks if t.live]
     if service is None or service.status == "stopped":
@@ -183,13 +190,40 @@ def _enforce_count(
     for task in live:
         if task.revision != service.revision:
             stop_task(plan, task, f"replaced by revision {service.revision}")
-    extra = len(current) - service.count
-    for task in sorted(current, key=_stop_order)[: max(extra, 0)]:
+    # Tasks on draining nodes are replaced first, and stopped once the replacements keep the
+    # service at min_healthy_percent (or when the drain's deadline passes).
+    draining = draining or {}
+    leaving = [t for t in current if t.node in draining]
+    staying = [t for t in current if t.node not in draining]
+    extra = len(staying) - service.count
+    for task in sorted(staying, key=_stop_order)[: max(extra, 0)]:
         stop_task(plan, task, f"scaled down to {service.count}")
-    delay = _replacement_delay(service, tasks, now) if extra < 0 else 0.0
+    delay = _replacement_delay(service, tasks, now) if extra < 0 and not leaving else 0.0
     not_before = now + delay if delay > 0 else 0.0
     for _ in range(max(-extra, 0)):
         create_task(plan, service, service.revision, now, rng, not_before=not_before)
+    if leaving:
+        _drain(plan, service, leaving, staying, now, draining)
+
+
+def _drain(
+    plan: Plan,
+    service: Service,
+    leaving: list[Task],
+    staying: list[Task],
+    now: float,
+    draining: Mapping[str, Node],
+) -> None:
+    min_healthy = math.ceil(service.count * service.deployment.min_healthy_percent / 100)
+    healthy = sum(1 for t in staying if t.healthy) + sum(1 for t in leaving if t.healthy)
+    for task in sorted(leaving, key=lambda t: t.healthy):  # unhealthy ones go first, for free
+        node = draining[task.node or ""]
+        overdue = node.drain_deadline is not None and now >= node.drain_deadline
+        if not task.healthy or healthy - 1 >= min_healthy or overdue:
+            why = "drain deadline passed" if overdue and task.healthy else "drained"
+            stop_task(plan, task, f"node {task.node} {why}")
+            if task.healthy:
+                healthy -= 1
 
 
 def _replacement_delay(service: Service, tasks: list[Task], now: float) -> float:

@@ -28,3 +28,4 @@ class Node(BaseModel):
     registered_at: float = 0.0
     heartbeat_at: float = 0.0
     cgroups: str = "none"  # "v1", "v2" or "none": whether memory limits are enforced there
+    drain_deadline: float | None = None  # while draining: when the last tasks are stopped anyway

@@ -39,6 +39,7 @@ from .reports import apply_report
 from .routes import RouteTable
 from .views import (
     DeployResult,
+    DrainBody,
     ImagesBody,
     RollbackBody,
     ScaleBody,
@@ -525,6 +526,52 @@ class Api:
             verb = "registered" if current is None else "re-registered"
             text = f"node {name} {verb}: {node.cpu} cpu units, {node.memory} MiB, {node.address}"
             return registered, [new_event("node.registered", text, now=now, node=name)]
+
+        return respond(await self.writer.update(k.node_key(name), Node, change))
+
+    @table.add(
+        "POST",
+        "/v1/nodes/{name}/drain",
+        "Move every task off a node, keeping services at min_healthy_percent",
+        body=DrainBody,
+        response=Node,
+        tags=("nodes",),
+    )
+    async def drain_node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        raw = await request.read()
+        body = validate_body(DrainBody, json.loads(raw) if raw.strip() else {})
+        deadline = 120.0 if body.spot_notice else body.deadline
+        now = self.clock()
+
+        def change(current: Node | None) -> tuple[Node | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no node {name!r}")
+            why = " (spot interruption notice)" if body.spot_notice else ""
+            text = f"node {name} draining{why}: tasks move away within {deadline:g}s"
+            return current.model_copy(
+                update={"status": NodeStatus.DRAINING, "drain_deadline": now + deadline}
+            ), [new_event("node.draining", text, now=now, node=name)]
+
+        return respond(await self.writer.update(k.node_key(name), Node, change))
+
+    @table.add(
+        "POST",
+        "/v1/nodes/{name}/eligible",
+        "Let a drained node take tasks again",
+        response=Node,
+        tags=("nodes",),
+    )
+    async def node_eligible(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        now = self.clock()
+
+        def change(current: Node | None) -> tuple[Node | None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no node {name!r}")
+            status = NodeStatus.READY if current.status == NodeStatus.DRAINING else current.status
+            event = new_event("node.eligible", f"node {name} takes tasks again", now=now, node=name)
+            return current.model_copy(update={"status": status, "drain_deadline": None}), [event]
 
         return respond(await self.writer.update(k.node_key(name), Node, change))
 

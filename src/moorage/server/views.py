@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from moorage.model import CheckState, ContainerState, Health, Task, TaskStatus
+from moorage.model.duration import Duration
 
 
 class Body(BaseModel):
@@ -52,6 +53,13 @@ class TaskReport(Body):
 
 class ImagesBody(Body):
     images: dict[str, str] = Field(min_length=1, description="container name -> image")
+
+
+class DrainBody(Body):
+    deadline: Duration = Field(default=3600.0, description="stop what is left after this long")
+    spot_notice: bool = Field(
+        default=False, description="a spot interruption notice: a 2-minute deadline"
+    )
 
 
 class RollbackBody(Body):

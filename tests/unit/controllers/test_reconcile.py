@@ -307,3 +307,29 @@ def test_tasks_on_a_down_node_are_lost_and_replaced_elsewhere() -> None:
     (replacement,) = [new for new, old in plan.writes.values() if old is None]
     assert replacement.node == "n2"
     assert "task.lost" in [e.type for e in plan.events]
+
+
+def test_draining_replaces_before_stopping_and_the_deadline_stops_the_rest() -> None:
+    from moorage.model import NodeStatus
+
+    draining = Node(
+        name="n1", cpu=4096, memory=4096, status=NodeStatus.DRAINING, drain_deadline=NOW + 60
+    )
+    other = Node(name="n2", cpu=4096, memory=4096)
+    running = [
+        make_task(id=f"t{i}", node="n1", status=TaskStatus.RUNNING, run_generation=0)
+        for i in range(2)
+    ]
+    plan = reconcile(snap(service(2), running, nodes=[draining, other]), NOW, seed=1)
+    created = [new for new, old in plan.writes.values() if old is None]
+    assert len(created) == 2 and {t.node for t in created} == {"n2"}
+    assert not [
+        t for t, old in plan.writes.values() if old is not None and t.desired == Desired.STOP
+    ]
+    # Past the deadline, what is left goes even though nothing replaced it yet.
+    late = reconcile(snap(service(2), running, nodes=[draining, other]), NOW + 61, seed=1)
+    stopped = [
+        t for t, old in late.writes.values() if old is not None and t.desired == Desired.STOP
+    ]
+    assert {t.id for t in stopped} == {"t0", "t1"}
+    assert all("drain deadline passed" in t.message for t in stopped)
