@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -165,18 +166,53 @@ def constraints_ok(node: NodeInfo, ask: Ask) -> bool:
     return True
 
 
+ROUNDS = 8  # binpack asks placed together are interleaved in this many slices each
+
+
 def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
-    """Place every ask in order; later asks see earlier placements. `state` is not mutated."""
+    """Place every ask; later asks see earlier placements. `state` is not mutated.
+
+    Spread asks and asks with a preference go in order. Plain binpack asks placed together are
+    interleaved, a slice of each in turn, so services that need different resources (one
+    cpu-heavy, one memory-heavy) end up sharing nodes instead of each exhausting one resource
+    of its own set of nodes.
+    """
     work = Work(state, seed)
     plan = Plan()
+    placed: dict[int, list[Placed]] = {}
+    services = [a.service for a in asks]
+    interleaved = [
+        i
+        for i, a in enumerate(asks)
+        if a.count > 0
+        and a.strategy == "binpack"
+        and a.prefer is None
+        and services.count(a.service) == 1  # one ask per service: no cross-ask constraints
+        and not any(c.op == "distinct_hosts" for c in a.constraints)
+        and not any(p.host is not None for p in a.ports)
+    ]
     for position, ask in enumerate(asks):
-        if ask.count <= 0:
-            continue
-        placed = _preferred_first(work, ask)
-        if placed:
-            plan.placements[position] = placed
-        if len(placed) < ask.count:
-            plan.unplaced[position] = Unplaced(ask.count - len(placed), explain(work, ask))
+        if ask.count > 0 and position not in interleaved:
+            placed[position] = _preferred_first(work, ask)
+    if len(interleaved) == 1:
+        placed[interleaved[0]] = _binpack(work, asks[interleaved[0]])
+    elif interleaved:
+        left = {i: asks[i].count for i in interleaved}
+        slices = {i: max(1, math.ceil(asks[i].count / ROUNDS)) for i in interleaved}
+        while left:
+            for position in list(left):
+                ask = asks[position]
+                got = _binpack(work, replace(ask, count=min(slices[position], left[position])))
+                placed.setdefault(position, []).extend(got)
+                left[position] -= len(got)
+                if not got or left[position] <= 0:
+                    del left[position]  # done, or nothing more fits: the rest is unplaced
+    for position, ask in enumerate(asks):
+        got = placed.get(position, [])
+        if got:
+            plan.placements[position] = got
+        if ask.count > 0 and len(got) < ask.count:
+            plan.unplaced[position] = Unplaced(ask.count - len(got), explain(work, ask))
     return plan
 
 
