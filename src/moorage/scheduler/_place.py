@@ -15,6 +15,7 @@ import bisect
 import heapq
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -180,14 +181,14 @@ def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
     work = Work(state, seed)
     plan = Plan()
     placed: dict[int, list[Placed]] = {}
-    services = [a.service for a in asks]
+    services = Counter(a.service for a in asks)
     interleaved = [
         i
         for i, a in enumerate(asks)
         if a.count > 0
         and a.strategy == "binpack"
         and a.prefer is None
-        and services.count(a.service) == 1  # one ask per service: no cross-ask constraints
+        and services[a.service] == 1  # one ask per service: no cross-ask constraints
         and not any(c.op == "distinct_hosts" for c in a.constraints)
         and not any(p.host is not None for p in a.ports)
     ]
