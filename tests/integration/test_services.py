@@ -32,6 +32,9 @@ def test_three_tasks_come_up_and_answer_on_their_host_ports(cluster: Cluster) ->
         assert answer == f"task={task['id']} port={task['ports']['http']} version=?\n"
     table = cluster.cli("services").stdout
     assert "web" in table and ("running" in table or "successful" in table)
+    (node,) = cluster.cli_json("nodes")
+    assert node["allocated"] == {"cpu": 150, "memory": 192, "tasks": 3}
+    assert "150/" in cluster.cli("nodes").stdout
 
 
 def _get(port: int, path: str = "/") -> str | None:

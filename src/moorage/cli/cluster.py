@@ -14,21 +14,33 @@ from .output import age, emit_json, table
 @output_option
 @click.pass_context
 def nodes(ctx: click.Context, output: str) -> None:
-    """List nodes: status, resources, attributes, last heartbeat."""
+    """List nodes: status, allocated / capacity (cpu, memory), tasks, attributes, heartbeat."""
     with client(ctx) as api:
         rows = api.nodes()
+        tasks = api.tasks()
+    held: dict[str, list[int]] = {n["name"]: [0, 0, 0] for n in rows}
+    for task in tasks:
+        if task["node"] in held and task["status"] in ("assigned", "starting", "running"):
+            used = held[task["node"]]
+            used[0] += task["cpu"]
+            used[1] += task["memory"]
+            used[2] += 1
     if output == "json":
+        for n in rows:
+            cpu, memory, count = held[n["name"]]
+            n["allocated"] = {"cpu": cpu, "memory": memory, "tasks": count}
         emit_json(rows)
         return
     table(
-        ["NAME", "STATUS", "ADDRESS", "CPU", "MEMORY", "ATTRS", "HEARTBEAT"],
+        ["NAME", "STATUS", "ADDRESS", "CPU", "MEMORY", "TASKS", "ATTRS", "HEARTBEAT"],
         [
             [
                 n["name"],
                 n["status"],
                 n["address"],
-                n["cpu"],
-                f"{n['memory']} MiB",
+                f"{held[n['name']][0]}/{n['cpu']}",
+                f"{held[n['name']][1]}/{n['memory']} MiB",
+                held[n["name"]][2],
                 ",".join(f"{k}={v}" for k, v in sorted(n["attrs"].items())) or "-",
                 age(n["heartbeat_at"]),
             ]
