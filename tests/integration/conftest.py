@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from moorage.testing.cluster import netns_supported
 
 from .cluster import Cluster
 
@@ -26,3 +29,21 @@ def small_cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def netns() -> None:
+    """Network-namespace clusters need root and iproute2: skip loudly without them, unless
+    MOORAGE_REQUIRE_NETNS=1 (CI), where their absence is an error."""
+    why = netns_supported()
+    if why is not None:
+        if os.environ.get("MOORAGE_REQUIRE_NETNS") == "1":
+            pytest.fail(f"MOORAGE_REQUIRE_NETNS=1 but {why}")
+        pytest.skip(f"SKIPPED LOUDLY: {why} (CI runs these as root)")
+
+
+@pytest.fixture
+def zones(tmp_path: Path, netns: None) -> Iterator[Cluster]:
+    """Three agents in three network namespaces: n1 zone=a, n2 zone=b, n3 zone=c."""
+    with Cluster(tmp_path, agents=3, netns=True) as cluster:
+        yield cluster

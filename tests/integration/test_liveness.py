@@ -160,3 +160,37 @@ def test_drain_moves_every_task_and_never_drops_below_min_healthy(two_nodes: Clu
     assert {t["node"] for t in cluster.running("web")} == {"n1"}  # a draining node takes nothing
     cluster.cli("node", "eligible", "n2")
     assert {n["name"]: n["status"] for n in cluster.http.get("/v1/nodes").json()}["n2"] == "ready"
+
+
+def test_an_agent_given_several_servers_joins_the_one_that_answers(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from .cluster import MOORAGE, Proc, free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    agent = Proc(
+        [
+            *MOORAGE,
+            "agent",
+            "--server",
+            f"{dead},{cluster.addr}",
+            "--name",
+            "second",
+            "--data-dir",
+            str(tmp_path / "second"),
+            "--agent-addr",
+            f"127.0.0.1:{free_port()}",
+            "--attr",
+            "role=extra",
+        ],
+        tmp_path / "second.log",
+        env={"MOORAGE_TOKEN": cluster.token},
+    )
+    agent.start()
+    try:
+        assert cluster.nodes() == {"n1": "ready", "second": "ready"}
+        cluster.deploy(http_spec(count=1, extra='placement: {constraints: ["role == extra"]}'))
+        assert [t["node"] for t in cluster.wait_running("web", 1)] == ["second"]
+        assert f"registered with {cluster.addr}" in agent.output()
+    finally:
+        agent.stop()

@@ -2,6 +2,7 @@
 
     Agent.run() task group
      ├ heartbeat loop     (re-registers when the server forgot the node)
+     ├ fence loop         no server answered for a TTL: stop the stop_on_disconnect tasks
      ├ watch loop         GET /v1/nodes/<name>/tasks?index=N (blocking) ─▶ sync()
      ├ HTTP API           logs of the tasks it runs
      └ one TaskRunner per task (start, watch, stop, report)
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +39,16 @@ from .runner import TaskRunner, task_env
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 1.5  # until the server says otherwise (it scales with the cluster)
+TTL = 5.0  # the node's heartbeat TTL, until the server says otherwise
 WATCH_WAIT = 30.0
+FENCE_TICK = 0.25
 
 
 class Agent:
     def __init__(
         self,
         *,
-        server_url: str,
+        server_url: str | list[str],
         name: str,
         data_dir: Path,
         http_addr: tuple[str, int],
@@ -54,7 +58,7 @@ class Agent:
         cpu: int | None = None,
         memory: int | None = None,
     ) -> None:
-        self.server_url = server_url
+        self.server_urls = [server_url] if isinstance(server_url, str) else list(server_url)
         self.name = name
         self.data_dir = data_dir
         self.http_addr = http_addr
@@ -70,6 +74,8 @@ class Agent:
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self._recovered: dict[str, SavedTask] = {}
         self.client: ServerClient | None = None
+        self.ttl = TTL
+        self.fenced = False  # True while cut off from every server beyond the TTL
 
     def node(self) -> Node:
         cgroups = self.process_driver.cgroups
@@ -106,7 +112,7 @@ class Agent:
 
     async def _run(self, ready: asyncio.Event | None, stop_tasks_on_exit: bool) -> None:
         async with aiohttp.ClientSession() as session:
-            self.client = ServerClient(session, self.server_url, self.token)
+            self.client = ServerClient(session, self.server_urls, self.token)
             await self._register_until_done()
             self._recovered = {s.task_id: s for s in self.handles.load_all()}
             await self._remove_unknown_containers()
@@ -126,6 +132,7 @@ class Agent:
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._heartbeat_loop())
                         group.create_task(self._watch_loop())
+                        group.create_task(self._fence_loop())
                 finally:
                     await self._shutdown(stop_tasks_on_exit)
             finally:
@@ -151,7 +158,7 @@ class Agent:
         while True:
             try:
                 await self.client.register(self.node())
-                log.info("node %s registered with %s", self.name, self.server_url)
+                log.info("node %s registered with %s", self.name, self.client.base)
                 return
             except ServerError as exc:
                 log.warning("registration failed: %s; retrying in %.1fs", exc, backoff)
@@ -164,13 +171,46 @@ class Agent:
         await asyncio.sleep(random.uniform(0, interval))  # jittered first tick
         while True:
             try:
-                interval = await self.client.heartbeat(self.name) or interval
+                new_interval, ttl = await self.client.heartbeat(self.name)
+                interval, self.ttl = new_interval or interval, ttl or self.ttl
             except ServerError as exc:
                 if exc.status == 404:
                     await self._register_until_done()
                 else:
                     log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(interval * random.uniform(0.9, 1.0))
+
+    async def _fence_loop(self) -> None:
+        """Agent-side fencing. The servers declare this node down after its TTL (plus grace)
+        without heartbeats and start replacements elsewhere; a task marked stop_on_disconnect
+        must not still be running then, so once no server has answered for a TTL this agent
+        stops those tasks itself (they are replaced when it is back)."""
+        assert self.client is not None
+        since = time.monotonic()
+        while True:
+            await asyncio.sleep(FENCE_TICK)
+            silent = time.monotonic() - (self.client.last_contact or since)
+            if silent <= self.ttl:
+                if self.fenced:
+                    log.info("a server answers again: fencing over")
+                self.fenced = False
+                continue
+            fenced = [
+                r
+                for r in self.runners.values()
+                if r.active and r.taskdef.stop_on_disconnect and r.stop_reason is None
+            ]
+            if not self.fenced or fenced:
+                log.warning(
+                    "no server answered for %.1fs (TTL %gs): stopping %d stop_on_disconnect "
+                    "task(s)",
+                    silent,
+                    self.ttl,
+                    len(fenced),
+                )
+            self.fenced = True
+            for runner in fenced:
+                runner.request_stop(f"no server reachable for {self.ttl:g}s (stop_on_disconnect)")
 
     async def _watch_loop(self) -> None:
         assert self.client is not None
@@ -260,6 +300,7 @@ class Agent:
             self.report,
             saved,
             self._secrets,
+            node_address=self.advertise,
         )
         self.runners[task.id] = runner
         self._runner_tasks[task.id] = asyncio.create_task(runner.run(), name=f"task-{task.id}")
@@ -277,7 +318,7 @@ class Agent:
         spec = next((c for c in runner.taskdef.containers if c.name == container), None)
         if spec is None or spec.driver == "docker":
             return {}
-        env = task_env(runner.task, spec, self.name, runner.taskdef.containers)
+        env = task_env(runner.task, spec, self.name, runner.taskdef.containers, self.advertise)
         if spec.secrets:
             env.update((await self._secrets(runner.task.id)).get(container, {}))
         return env

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import aiohttp
@@ -16,13 +18,28 @@ class ServerError(Exception):
 
 
 class ServerClient:
+    """Talks to one of the cluster's servers: on a connection failure (or a 503 from a server
+    that cannot answer) the call moves on to the next address, and stays there."""
+
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, token: str | None = None
+        self,
+        session: aiohttp.ClientSession,
+        base_urls: str | list[str],
+        token: str | None = None,
     ) -> None:
         self.session = session
-        self.base = base_url.rstrip("/")
+        urls = [base_urls] if isinstance(base_urls, str) else base_urls
+        self.bases = [url.rstrip("/") for url in urls]
+        if not self.bases:
+            raise ValueError("at least one server address is needed")
+        self._current = 0
+        self.last_contact: float | None = None  # monotonic time of the last answer of a server
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._taskdefs: dict[tuple[str, int], TaskDefinition] = {}
+
+    @property
+    def base(self) -> str:
+        return self.bases[self._current]
 
     async def _call(
         self,
@@ -32,21 +49,51 @@ class ServerClient:
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> tuple[Any, dict[str, str]]:
+        failure: ServerError | None = None
+        for _ in self.bases:
+            base = self.base
+            try:
+                return await self._once(base, method, path, timeout, headers, **kwargs)
+            except ServerError as exc:
+                if exc.status not in (0, 503):
+                    raise
+                failure = exc
+                if self.base == base:  # a concurrent call may have moved on already
+                    self._current = (self._current + 1) % len(self.bases)
+        assert failure is not None
+        raise failure
+
+    async def _once(
+        self,
+        base: str,
+        method: str,
+        path: str,
+        timeout: float,
+        headers: dict[str, str] | None,
+        **kwargs: Any,
+    ) -> tuple[Any, dict[str, str]]:
         try:
             async with self.session.request(
                 method,
-                self.base + path,
+                base + path,
                 headers={**self.headers, **(headers or {})},
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 **kwargs,
             ) as response:
-                body = await response.json(content_type=None)
+                text = await response.text()
+                self.last_contact = time.monotonic()
+                try:
+                    body = json.loads(text) if text else None
+                except ValueError:
+                    if response.status < 400:
+                        raise
+                    body = text
                 if response.status >= 400:
                     message = body.get("message", "") if isinstance(body, dict) else str(body)
                     raise ServerError(response.status, message)
                 return body, dict(response.headers)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ServerError(0, f"cannot reach the server at {self.base}: {exc!r}") from None
+            raise ServerError(0, f"cannot reach the server at {base}: {exc!r}") from None
 
     async def register(self, node: Node) -> Node:
         body, _ = await self._call(
@@ -61,11 +108,15 @@ class ServerClient:
         )
         return {str(c): {str(k): str(v) for k, v in env.items()} for c, env in body.items()}
 
-    async def heartbeat(self, name: str) -> float | None:
-        """Heartbeat; the server answers how often it wants them."""
+    async def heartbeat(self, name: str) -> tuple[float | None, float | None]:
+        """Heartbeat; the server answers how often it wants them, and the node's TTL."""
         body, _ = await self._call("POST", f"/v1/nodes/{name}/heartbeat")
-        interval = body.get("interval") if isinstance(body, dict) else None
-        return float(interval) if isinstance(interval, int | float) else None
+        answer = body if isinstance(body, dict) else {}
+        interval, ttl = answer.get("interval"), answer.get("ttl")
+        return (
+            float(interval) if isinstance(interval, int | float) else None,
+            float(ttl) if isinstance(ttl, int | float) else None,
+        )
 
     async def node_tasks(self, name: str, index: int, wait: float) -> tuple[list[Task], int]:
         params = {"index": str(index), "wait": f"{wait:g}s"}

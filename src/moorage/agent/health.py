@@ -1,7 +1,7 @@
 """Health checks, run by the agent next to the task: one shape for every kind (as in Consul).
 
-    http     GET http://127.0.0.1:<host port><path>: 2xx passing, 429 warning, else critical
-    tcp      connect to the host port: passing or critical
+    http     GET http://<node address>:<host port><path>: 2xx passing, 429 warning, else critical
+    tcp      connect to the node address and host port: passing or critical
     command  run in the task's environment: exit 0 passing, 1 warning, else critical
     ttl      passing/warning/critical as last set through the API; critical once it is older than ttl
 
@@ -46,8 +46,10 @@ class Checker:
         on_change: Callable[[], None],
         session: aiohttp.ClientSession | None = None,
         exec_in: ExecIn | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         assert container.health is not None
+        self.host = host  # the node's address: where the workload's ports are reachable
         self.task = task
         self.container = container
         self.check: HealthCheck = container.health
@@ -122,7 +124,7 @@ class Checker:
         return port
 
     async def _http(self) -> tuple[Health, str]:
-        url = f"http://127.0.0.1:{self._port()}{self.check.http or '/'}"
+        url = f"http://{self.host}:{self._port()}{self.check.http or '/'}"
         owned = self.session is None
         session = self.session or aiohttp.ClientSession()
         try:
@@ -144,11 +146,11 @@ class Checker:
 
     async def _tcp(self) -> tuple[Health, str]:
         port = self._port()
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection(self.host, port)
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        return Health.PASSING, f"TCP connect 127.0.0.1:{port}: success"
+        return Health.PASSING, f"TCP connect {self.host}:{port}: success"
 
     async def _command(self) -> tuple[Health, str]:
         assert self.check.command is not None

@@ -36,6 +36,7 @@ def task_env(
     container: Container,
     node: str,
     taskdef_containers: list[Container] | None = None,
+    address: str = "127.0.0.1",
 ) -> dict[str, str]:
     """The environment of a container: the agent's basics (processes only), the spec's env,
     the port variables and the task's identity."""
@@ -64,6 +65,7 @@ def task_env(
             "MOORAGE_TASK_ID": task.id,
             "MOORAGE_SERVICE": task.service,
             "MOORAGE_NODE": node,
+            "MOORAGE_NODE_IP": address,  # what a workload binds to be reachable on the node
             "MOORAGE_REVISION": str(task.revision),
         }
     )
@@ -83,6 +85,7 @@ class TaskRunner:
         report: Reporter,
         recovered: SavedTask | None = None,
         fetch_secrets: SecretFetcher | None = None,
+        node_address: str = "127.0.0.1",
     ) -> None:
         self.task = task
         self.taskdef = taskdef
@@ -91,6 +94,7 @@ class TaskRunner:
         self.store = handles
         self.task_dir = task_dir
         self.node = node
+        self.node_address = node_address
         self._report = report
         self._fetch_secrets = fetch_secrets
         self.handles: list[TaskHandle] = list(recovered.handles) if recovered else []
@@ -152,7 +156,9 @@ class TaskRunner:
 
     def _start_check(self, container: Container) -> None:
         if container.health is not None:
-            env = task_env(self.task, container, self.node, self.taskdef.containers)
+            env = task_env(
+                self.task, container, self.node, self.taskdef.containers, self.node_address
+            )
             handle = next((h for h in self.handles if h.container == container.name), None)
             checker = Checker(
                 self.task,
@@ -160,6 +166,7 @@ class TaskRunner:
                 env,
                 self.task_dir / container.name,
                 self._health_dirty.set,
+                host=self.node_address,
                 exec_in=self._exec_in(handle, env) if container.driver == "docker" else None,
             )
             self.checkers.append(checker)
@@ -207,7 +214,9 @@ class TaskRunner:
                 await self._send(TaskStatus.FAILED, f"secrets: {exc}", None, [], finished=True)
                 return False
         for container in start_order(self.taskdef.containers):
-            env = task_env(self.task, container, self.node, self.taskdef.containers)
+            env = task_env(
+                self.task, container, self.node, self.taskdef.containers, self.node_address
+            )
             env.update(secrets.get(container.name, {}))
             request = StartRequest(
                 self.task.id,

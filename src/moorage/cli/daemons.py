@@ -16,6 +16,18 @@ def parse_addr(value: str, field: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def parse_servers(values: tuple[str, ...]) -> list[str]:
+    """`--server` values (repeated and/or comma-separated) → http(s) URLs, in order."""
+    urls = [url.strip().rstrip("/") for value in values for url in value.split(",") if url.strip()]
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest:
+            raise SpecError([FieldError("server", f"must be http://HOST:PORT, got {url!r}")])
+    if not urls:
+        raise SpecError([FieldError("server", "at least one server address is needed")])
+    return list(dict.fromkeys(urls))
+
+
 def parse_attrs(values: tuple[str, ...]) -> dict[str, str]:
     attrs: dict[str, str] = {}
     for item in values:
@@ -109,11 +121,13 @@ def server(data_dir: str, http_addr: str, dns_addr: str, agent_addr: str) -> Non
 @click.command()
 @click.option(
     "--server",
-    "server_url",
+    "server_urls",
     envvar="MOORAGE_ADDR",
-    default="http://127.0.0.1:7070",
+    multiple=True,
+    default=["http://127.0.0.1:7070"],
     show_default=True,
-    help="Server to join.",
+    help="A server to join; repeat it (or separate with commas) to list every server: the "
+    "agent moves to the next one when one stops answering.",
 )
 @click.option("--name", default=None, help="Node name (default: the hostname).")
 @click.option("--attr", "attrs", multiple=True, help="Node attribute key=value (repeatable).")
@@ -143,7 +157,7 @@ def server(data_dir: str, http_addr: str, dns_addr: str, agent_addr: str) -> Non
 )
 @common_options
 def agent(
-    server_url: str,
+    server_urls: tuple[str, ...],
     name: str | None,
     attrs: tuple[str, ...],
     advertise: str,
@@ -159,7 +173,7 @@ def agent(
     from moorage import daemon
 
     node = daemon.Agent(
-        server_url=server_url,
+        server_url=parse_servers(server_urls),
         name=name or daemon.node_name(),
         data_dir=Path(data_dir).resolve() / "agent",
         http_addr=parse_addr(agent_addr, "agent-addr"),

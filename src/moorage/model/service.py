@@ -132,6 +132,7 @@ class ServiceSpec(Strict):
     count: int = Field(default=1, ge=0, le=10000)
     containers: list[Container] = Field(min_length=1)
     volumes: dict[str, VolumeSpec] = Field(default_factory=dict)
+    stop_on_disconnect: bool = False
     placement: Placement = Field(default_factory=Placement)
     deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
     discovery: Discovery | None = None

@@ -166,6 +166,8 @@ class TaskDefinition(Strict):
     revision: int = Field(ge=1)
     containers: list[Container] = Field(min_length=1)
     volumes: dict[str, VolumeSpec] = Field(default_factory=dict)
+    # Agent-side fencing: the node's agent stops the task once no server answered for a TTL.
+    stop_on_disconnect: bool = False
     created_at: float = 0.0
 
     @property
@@ -186,5 +188,7 @@ class TaskDefinition(Strict):
             "containers": [c.model_dump(mode="json") for c in self.containers],
             "volumes": {k: v.model_dump(mode="json") for k, v in sorted(self.volumes.items())},
         }
+        if self.stop_on_disconnect:  # only when set: older revisions keep their hash
+            body["stop_on_disconnect"] = True
         raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:16]

@@ -136,6 +136,7 @@ class StateWriter:
                 revision=(latest.revision + 1) if latest else 1,
                 containers=spec.containers,
                 volumes=spec.volumes,
+                stop_on_disconnect=spec.stop_on_disconnect,
                 created_at=self.clock(),
             )
             if latest is not None and latest.content_hash() == candidate.content_hash():
