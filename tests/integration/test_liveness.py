@@ -1,4 +1,7 @@
-"""Node failure: a silent agent's node goes down, its tasks are replaced; nothing runs twice."""
+"""Node failure: a silent agent's node goes down, its tasks are replaced; nothing runs twice.
+
+Agents run in their own network namespaces (`moorage.testing.cluster`, root), as on machines of
+their own; the faults of a three-zone cluster are in test_cluster_faults.py."""
 
 from __future__ import annotations
 
@@ -15,12 +18,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def two_nodes(tmp_path: Path) -> Any:
-    cluster = Cluster(tmp_path, agents=2).start()
-    try:
+def two_nodes(tmp_path: Path, netns: None) -> Any:
+    with Cluster(tmp_path, agents=2, netns=True) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
+
+
+@pytest.fixture
+def one_node(tmp_path: Path, netns: None) -> Any:
+    with Cluster(tmp_path / "cluster", agents=1, netns=True) as cluster:
+        yield cluster
 
 
 def task_processes(root: Path) -> list[psutil.Process]:
@@ -67,7 +73,8 @@ def test_a_dead_node_is_detected_and_its_tasks_replaced_without_duplicates(
     assert len(cluster.running("web")) == 4
 
 
-def test_twenty_agent_kills_in_a_row_cost_no_restart_and_no_lost_task(cluster: Cluster) -> None:
+def test_twenty_agent_kills_in_a_row_cost_no_restart_and_no_lost_task(one_node: Cluster) -> None:
+    cluster = one_node
     cluster.deploy(http_spec(count=5))
     before = {t["id"]: t["containers"][0]["pid"] for t in cluster.wait_running("web", 5)}
     for _ in range(20):
@@ -82,8 +89,9 @@ def test_twenty_agent_kills_in_a_row_cost_no_restart_and_no_lost_task(cluster: C
 
 
 def test_an_agent_with_a_wrong_join_token_is_refused_and_leaves_no_trace(
-    cluster: Cluster, tmp_path: Path
+    one_node: Cluster, tmp_path: Path
 ) -> None:
+    cluster = one_node
     import subprocess
 
     from .cluster import MOORAGE, free_port
