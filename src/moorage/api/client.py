@@ -144,6 +144,11 @@ class Client:
         )
         return result
 
+    def rebalance(self, name: str) -> dict[str, Any]:
+        """Move a service's tasks to where the scheduler would place them now."""
+        result: dict[str, Any] = self.request("POST", f"/v1/services/{name}/rebalance")
+        return result
+
     def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
             "POST", f"/v1/services/{name}/rollback", json={"to": to}

@@ -1,4 +1,5 @@
-"""Commands about services and their tasks: deploy, validate, services, ps, scale, stop, logs."""
+"""Commands about services and their tasks: deploy, validate, services, service rebalance, ps,
+scale, stop, logs."""
 
 from __future__ import annotations
 
@@ -360,6 +361,33 @@ def stop(ctx: click.Context, service: str, output: str) -> None:
         click.echo(f"{service}: stopping")
 
 
+@click.group(name="service")
+def service_group() -> None:
+    """Act on one service: rebalance it."""
+
+
+@service_group.command()
+@click.argument("name")
+@output_option
+@click.pass_context
+def rebalance(ctx: click.Context, name: str, output: str) -> None:
+    """Move NAME's tasks to where the scheduler would place them now.
+
+    Nothing moves by itself when a node joins or comes back; this does, like a drain: each
+    moving task is replaced on another node first, and stopped while the service stays at its
+    min_healthy_percent. Refused while a deployment of NAME runs.
+    """
+    with client(ctx) as api:
+        result = api.rebalance(name)
+    if output == "json":
+        emit_json(result)
+        return
+    if not result["moves"]:
+        click.echo(f"{name}: {result['message'] or 'already balanced'}")
+    for move in result["moves"]:
+        click.echo(f"{name}: moving {move['task']} off {move['from']}")
+
+
 @click.command()
 @click.argument("target")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
@@ -380,4 +408,15 @@ def logs(ctx: click.Context, target: str, follow: bool, stream: str, tail: int |
             pass
 
 
-COMMANDS = [deploy, rollback, deployments, validate, services_cmd, ps, scale, stop, logs]
+COMMANDS = [
+    deploy,
+    rollback,
+    deployments,
+    validate,
+    services_cmd,
+    service_group,
+    ps,
+    scale,
+    stop,
+    logs,
+]

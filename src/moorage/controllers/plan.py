@@ -30,6 +30,11 @@ class Plan:
         base = self.writes[new.id][1] if new.id in self.writes else old
         self.writes[new.id] = (new, base)
 
+    def drop(self, task_id: str) -> None:
+        """Forget a task this plan creates (it is never written)."""
+        _new, old = self.writes.pop(task_id)
+        assert old is None, "only a task this plan creates can be dropped"
+
     def current(self, task: Task) -> Task:
         """The task as this plan will leave it (plans build on their own earlier decisions)."""
         pending = self.writes.get(task.id)

@@ -6,8 +6,10 @@ read from a clock or a store here, so it is property-tested and benchmarked on i
     for each service ──▶ dead tasks retired ──▶ exits restarted in place (or failed, then replaced)
                     ├──▶ a running deployment: one step (deployments.py: rolling or blue/green,
                     │    health-gated, circuit breaker, rollback)
-                    └──▶ otherwise count enforced (old revisions stopped, extras stopped, missing created)
+                    └──▶ otherwise count enforced (old revisions stopped, extras stopped, missing created;
+                         tasks on draining nodes or flagged `migrate` replaced first, then stopped)
     all pending tasks ──▶ scheduler.place() ──▶ assigned (node, host ports) | pending (reason)
+                         (never on a node a migrating task of the service leaves)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from moorage.model import (
     Constraint,
@@ -149,6 +151,21 @@ def _stop_order(task: Task) -> tuple[int, float]:
     return rank.get(task.status, 3), -task.created_at
 
 
+def deployment_in_progress(snapshot: Snapshot, service: Service) -> Deployment | None:
+    """The deployment that steps this service instead of plain count enforcement, if any
+    (running, or failed without a rollback: then both sets are left as they are)."""
+    if service.status != "active" or service.deployment_id is None:
+        return None
+    deployment = snapshot.deployments.get(service.deployment_id)
+    if (
+        deployment is not None
+        and deployment.to_revision == service.revision
+        and deployment.status in (DeploymentStatus.RUNNING, DeploymentStatus.FAILED)
+    ):
+        return deployment
+    return None
+
+
 def _converge(
     plan: Plan,
     snapshot: Snapshot,
@@ -157,20 +174,25 @@ def _converge(
     now: float,
     rng: random.Random,
 ) -> None:
-    deployment = None
-    if service is not None and service.deployment_id is not None:
-        deployment = snapshot.deployments.get(service.deployment_id)
-    if (
-        service is not None
-        and service.status == "active"
-        and deployment is not None
-        and deployment.to_revision == service.revision
-        and deployment.status in (DeploymentStatus.RUNNING, DeploymentStatus.FAILED)
-    ):
+    deployment = deployment_in_progress(snapshot, service) if service is not None else None
+    if service is not None and deployment is not None:
+        tasks = _cancel_migrations(plan, service, tasks, f"deployment {deployment.id} took over")
         step(plan, service, deployment, tasks, now, rng)
         return
     draining = {n.name: n for n in snapshot.nodes.values() if n.status == NodeStatus.DRAINING}
     _enforce_count(plan, service, tasks, now, rng, draining)
+
+
+def _cancel_migrations(plan: Plan, service: Service, tasks: list[Task], why: str) -> list[Task]:
+    """A deployment supersedes a rebalance: the tasks it flagged stay where they are."""
+    flagged = [t for t in tasks if t.migrate and t.live]
+    if not flagged:
+        return tasks
+    for task in flagged:
+        plan.write(task.model_copy(update={"migrate": False}), task)
+    text = f"rebalance of {service.name} cancelled ({len(flagged)} task(s) stay): {why}"
+    plan.events.append(EventSpec("service.rebalance", text, service.name))
+    return [plan.current(t) for t in tasks]
 
 
 def _enforce_count(
@@ -190,20 +212,28 @@ def _enforce_count(
     for task in live:
         if task.revision != service.revision:
             stop_task(plan, task, f"replaced by revision {service.revision}")
-    # Tasks on draining nodes are replaced first, and stopped once the replacements keep the
-    # service at min_healthy_percent (or when the drain's deadline passes).
+    # Tasks on draining nodes, and tasks a rebalance flagged to migrate, are replaced first, and
+    # stopped once the replacements keep the service at min_healthy_percent (or when the drain's
+    # deadline passes; a migration has none).
     draining = draining or {}
-    leaving = [t for t in current if t.node in draining]
-    staying = [t for t in current if t.node not in draining]
+    leaving = [t for t in current if _leaving(t, draining)]
+    staying = [t for t in current if not _leaving(t, draining)]
     extra = len(staying) - service.count
     for task in sorted(staying, key=_stop_order)[: max(extra, 0)]:
         stop_task(plan, task, f"scaled down to {service.count}")
-    delay = _replacement_delay(service, tasks, now) if extra < 0 and not leaving else 0.0
+    # A drain has a deadline, so it replaces at once; a migration has none, so replacements of
+    # it that keep failing back off like any other.
+    drained = any(t.node in draining for t in leaving)
+    delay = _replacement_delay(service, tasks, now) if extra < 0 and not drained else 0.0
     not_before = now + delay if delay > 0 else 0.0
     for _ in range(max(-extra, 0)):
         create_task(plan, service, service.revision, now, rng, not_before=not_before)
     if leaving:
         _drain(plan, service, leaving, staying, now, draining)
+
+
+def _leaving(task: Task, draining: Mapping[str, Node]) -> bool:
+    return task.node is not None and (task.node in draining or task.migrate)
 
 
 def _drain(
@@ -217,11 +247,17 @@ def _drain(
     min_healthy = math.ceil(service.count * service.deployment.min_healthy_percent / 100)
     healthy = sum(1 for t in staying if t.healthy) + sum(1 for t in leaving if t.healthy)
     for task in sorted(leaving, key=lambda t: t.healthy):  # unhealthy ones go first, for free
-        node = draining[task.node or ""]
-        overdue = node.drain_deadline is not None and now >= node.drain_deadline
+        node = draining.get(task.node or "")
+        deadline = node.drain_deadline if node is not None else None
+        overdue = deadline is not None and now >= deadline
         if not task.healthy or healthy - 1 >= min_healthy or overdue:
-            why = "drain deadline passed" if overdue and task.healthy else "drained"
-            stop_task(plan, task, f"node {task.node} {why}")
+            if node is None:
+                why = f"moved off {task.node} (rebalance)"
+            else:
+                why = f"node {task.node} " + (
+                    "drain deadline passed" if overdue and task.healthy else "drained"
+                )
+            stop_task(plan, task, why)
             if task.healthy:
                 healthy -= 1
 
@@ -243,17 +279,27 @@ def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> Non
     pending = [t for t in tasks if t.desired == Desired.RUN and t.node is None]
     if not pending:
         return
-    state = ClusterState.build(_node_infos(snapshot.nodes.values()), _allocs(tasks))
+    state = ClusterState.build(node_infos(snapshot.nodes.values()), allocs(tasks))
     groups: dict[str, list[Task]] = {}
     for task in sorted(pending, key=lambda t: (t.created_at, t.id)):
         groups.setdefault(task.service, []).append(task)
+    # Replacements of tasks a rebalance migrates never land on a node one of them leaves.
+    migrating: dict[str, list[Task]] = {}
+    for task in tasks:
+        if task.migrate and task.live and task.node is not None:
+            migrating.setdefault(task.service, []).append(task)
     asks, members = [], []
     for name, group in groups.items():
         service = snapshot.services.get(name)
         taskdef = snapshot.taskdefs.get((group[0].family, group[0].revision))
         if service is None or taskdef is None:
             continue
-        asks.append(_ask(service, taskdef, len(group)))
+        ask = service_ask(service, taskdef, len(group))
+        sources = sorted({t.node for t in migrating.get(name, []) if t.node is not None})
+        if sources:
+            away = Constraint(attr="node.name", op="not in", values=tuple(sources))
+            ask = replace(ask, constraints=(*ask.constraints, away))
+        asks.append(ask)
         members.append((service, taskdef, group))
     result = place(state, asks, seed)
     for index, (service, taskdef, group) in enumerate(members):
@@ -271,7 +317,32 @@ def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> Non
             plan.write(task.model_copy(update=update), task)
         unplaced = result.unplaced.get(index)
         if unplaced is not None:
-            _mark_unplaced(plan, service, group[len(placed) :], unplaced.reason)
+            left = group[len(placed) :]
+            if service.name in migrating:
+                left = _cancel_moves(plan, service, left, migrating[service.name], unplaced.reason)
+            if left:
+                _mark_unplaced(plan, service, left, unplaced.reason)
+
+
+def _cancel_moves(
+    plan: Plan, service: Service, unplaced: list[Task], migrating: list[Task], reason: str
+) -> list[Task]:
+    """No other node takes a migrating task's replacement: that task stays (its flag cleared)
+    and the replacement goes. Returns the unplaced tasks that are still wanted."""
+    cancelled = min(len(unplaced), len(migrating))
+    for task in unplaced[len(unplaced) - cancelled :]:
+        if plan.writes[task.id][1] is None:
+            plan.drop(task.id)  # created by this plan: never written
+        else:
+            stop_task(plan, task, "rebalance cancelled")
+    for task in sorted(migrating, key=lambda t: (t.created_at, t.id))[:cancelled]:
+        plan.write(task.model_copy(update={"migrate": False}), task)
+    text = (
+        f"rebalance of {service.name}: {cancelled} move(s) cancelled, "
+        f"no other node can take the task(s): {reason}"
+    )
+    plan.events.append(EventSpec("service.rebalance", text, service.name))
+    return unplaced[: len(unplaced) - cancelled]
 
 
 def _mark_unplaced(plan: Plan, service: Service, tasks: list[Task], reason: str) -> None:
@@ -288,7 +359,7 @@ def _mark_unplaced(plan: Plan, service: Service, tasks: list[Task], reason: str)
         )
 
 
-def _node_infos(nodes: Iterable[Node]) -> list[NodeInfo]:
+def node_infos(nodes: Iterable[Node]) -> list[NodeInfo]:
     return [
         NodeInfo(
             name=n.name,
@@ -303,7 +374,7 @@ def _node_infos(nodes: Iterable[Node]) -> list[NodeInfo]:
     ]
 
 
-def _allocs(tasks: Iterable[Task]) -> list[Alloc]:
+def allocs(tasks: Iterable[Task]) -> list[Alloc]:
     """Resources held on nodes: every placed task that may still be running."""
     return [
         Alloc(t.node, t.service, t.cpu, t.memory, tuple(t.ports.values()))
@@ -312,7 +383,7 @@ def _allocs(tasks: Iterable[Task]) -> list[Alloc]:
     ]
 
 
-def _ask(service: Service, taskdef: TaskDefinition, count: int) -> Ask:
+def service_ask(service: Service, taskdef: TaskDefinition, count: int) -> Ask:
     return Ask(
         service=service.name,
         count=count,

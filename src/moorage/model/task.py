@@ -1,7 +1,7 @@
 """Tasks: one placed instance of a task definition on a node.
 
 Two writers share a task record, always by compare-and-swap on its revision:
-the server owns `desired`, `node`, `ports`, `generation`, `not_before` and `restarts`;
+the server owns `desired`, `node`, `ports`, `generation`, `not_before`, `restarts` and `migrate`;
 the node's agent owns `status`, `exit_code`, `containers`, `pid`s and timestamps.
 """
 
@@ -106,6 +106,9 @@ class Task(BaseModel):
     healthy_since: float | None = None  # set by the server when the task turned healthy
     ttl: dict[str, CheckState] = Field(default_factory=dict)  # TTL check updates, by container
     deployment: str | None = None  # the deployment that created this task
+    # Set by `service rebalance`: replace this task on another node, then stop it (as a drain
+    # does, keeping the service at min_healthy_percent; no deadline).
+    migrate: bool = False
 
     @property
     def healthy(self) -> bool:

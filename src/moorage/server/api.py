@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +12,12 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from moorage import __version__
-from moorage.controllers.liveness import heartbeat_interval
+from moorage.controllers.liveness import heartbeat_interval, heartbeat_ttl
+from moorage.controllers.rebalance import Rebalance, plan_rebalance
+from moorage.controllers.reconcile import Snapshot
 from moorage.model import (
     CheckState,
+    Conflict,
     Deployment,
     Event,
     FieldError,
@@ -30,7 +34,8 @@ from moorage.model import (
 from moorage.model.spec import not_yet_honoured, validate_body
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
-from moorage.state.writer import new_event
+from moorage.state.writer import MAX_ATTEMPTS, new_event
+from moorage.store import Compare, Op, Put
 
 from .blocking import INDEX_HEADER, block
 from .errors import read_json
@@ -41,6 +46,8 @@ from .views import (
     DeployResult,
     DrainBody,
     ImagesBody,
+    RebalanceMove,
+    RebalanceResult,
     RollbackBody,
     ScaleBody,
     ServiceSummary,
@@ -298,6 +305,48 @@ class Api:
         body = validate_body(RollbackBody, json.loads(raw) if raw.strip() else {})
         self.service(name)
         return respond(await self.writer.rollback(name, body.to))
+
+    @table.add(
+        "POST",
+        "/v1/services/{name}/rebalance",
+        "Move tasks to where the scheduler would place them now (nothing moves by itself)",
+        response=RebalanceResult,
+        tags=("services",),
+    )
+    async def rebalance(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        for _ in range(MAX_ATTEMPTS):
+            cache = self.cache
+            snapshot = Snapshot(
+                cache.services, cache.taskdefs, cache.tasks, cache.nodes, cache.deployments
+            )
+            decision = plan_rebalance(snapshot, name, seed=cache.revision)
+            result = _rebalance_result(decision)
+            if not decision.moves:
+                return respond(result)
+            # Built before any await: the mod revisions match the snapshot decided on. The
+            # service is compared too, so a deployment or a scale in between wins, and we decide
+            # again.
+            now = self.clock()
+            service_key = k.service_key(name)
+            compares = [Compare(service_key, "mod", "==", cache.mod_revisions.get(service_key, 0))]
+            ops: list[Op] = []
+            for move in decision.moves:
+                key = k.task_key(move.task)
+                flagged = cache.tasks[move.task].model_copy(
+                    update={"migrate": True, "updated_at": now}
+                )
+                compares.append(Compare(key, "mod", "==", cache.mod_revisions.get(key, 0)))
+                ops.append(Put(key, k.encode(flagged)))
+            sources = Counter(move.node for move in decision.moves)
+            text = f"{name}: rebalancing {len(decision.moves)} task(s), " + ", ".join(
+                f"{count} from {node}" for node, count in sorted(sources.items())
+            )
+            ops.append(new_event("service.rebalance", text, now=now, service=name))
+            if await self.writer.commit(compares, ops) is not None:
+                return respond(result)
+            await asyncio.sleep(0.02)  # lost a CAS: the cache is about to show why
+        raise Conflict(f"{name} is changing too fast to rebalance; try again")
 
     # ---- deployments ---------------------------------------------------------------------
     @table.add(
@@ -583,7 +632,8 @@ class Api:
             raise NotFound(f"no node {name!r}: register first")
         now = self.clock()
         self.heartbeats[name] = now
-        answer = {"interval": heartbeat_interval(len(self.cache.nodes))}
+        nodes = len(self.cache.nodes)
+        answer = {"interval": heartbeat_interval(nodes), "ttl": heartbeat_ttl(nodes)}
         node = self.cache.nodes[name]
         if node.status == NodeStatus.DOWN:
             await self._node_back(name, now)
@@ -704,6 +754,17 @@ async def _send_event(response: web.StreamResponse, event: Event, service: str |
         return
     payload = json.dumps(event.model_dump(mode="json"))
     await response.write(f"id: {event.revision}\nevent: {event.type}\ndata: {payload}\n\n".encode())
+
+
+def _rebalance_result(decision: Rebalance) -> RebalanceResult:
+    moves = [RebalanceMove(task=m.task, from_node=m.node) for m in decision.moves]
+    return RebalanceResult(
+        service=decision.service,
+        moves=moves,
+        current=decision.current,
+        target=decision.target,
+        message=decision.message,
+    )
 
 
 def _int_query(request: web.Request, name: str, default: int) -> int:

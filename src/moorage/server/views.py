@@ -33,6 +33,21 @@ class DeployResult(BaseModel):
     deployment: str | None = None  # the deployment this started (None: nothing to roll out)
 
 
+class RebalanceMove(BaseModel):
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+
+    task: str
+    from_node: str = Field(alias="from", description="the node the task leaves")
+
+
+class RebalanceResult(BaseModel):
+    service: str
+    moves: list[RebalanceMove]
+    current: dict[str, int] = Field(description="tasks per node now")
+    target: dict[str, int] = Field(description="tasks per node once the moves are done")
+    message: str = ""
+
+
 class ScaleBody(Body):
     count: int = Field(ge=0, le=10000)
 
