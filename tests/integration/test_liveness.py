@@ -202,3 +202,24 @@ def test_an_agent_given_several_servers_joins_the_one_that_answers(
         assert f"registered with {cluster.addr}" in agent.output()
     finally:
         agent.stop()
+
+
+def test_a_spot_interruption_notice_drains_within_two_minutes(two_nodes: Cluster) -> None:
+    cluster = two_nodes
+    cluster.deploy(http_spec(count=4, extra="placement: {strategy: spread}"))
+    assert sorted(t["node"] for t in cluster.wait_running("web", 4)) == ["n1", "n1", "n2", "n2"]
+    out = cluster.cli("node", "drain", "n2", "--spot-notice").stdout
+    assert "n2: draining (spot interruption notice)" in out
+    left = int(out.split(" in ")[1].split("s")[0])
+    assert 110 <= left <= 120, out
+    node = next(n for n in cluster.http.get("/v1/nodes").json() if n["name"] == "n2")
+    assert 110 <= node["drain_deadline"] - time.time() <= 120
+    wait_for(lambda: {t["node"] for t in cluster.running("web")} == {"n1"}, 30, 0.2)
+    assert len(cluster.wait_running("web", 4)) == 4
+    [event] = [e for e in cluster.events() if e["type"] == "node.draining"]
+    assert "spot interruption notice" in event["message"] and "120s" in event["message"]
+    # An earlier deadline given with the notice is kept.
+    cluster.cli("node", "eligible", "n2")
+    cluster.cli("node", "drain", "n2", "--spot-notice", "--deadline", "30s")
+    node = next(n for n in cluster.http.get("/v1/nodes").json() if n["name"] == "n2")
+    assert 20 <= node["drain_deadline"] - time.time() <= 30

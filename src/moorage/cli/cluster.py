@@ -96,8 +96,10 @@ def node() -> None:
 def drain(ctx: click.Context, name: str, deadline: str | None, spot_notice: bool) -> None:
     """Move every task off NAME, keeping each service at its min_healthy_percent."""
     with client(ctx) as api:
-        api.drain(name, deadline, spot_notice)
-    click.echo(f"{name}: draining")
+        node = api.drain(name, deadline, spot_notice)
+    left = max(0.0, float(node.get("drain_deadline") or 0) - time.time())
+    why = " (spot interruption notice)" if spot_notice else ""
+    click.echo(f"{name}: draining{why}; what is still there in {left:.0f}s is stopped")
 
 
 @node.command()

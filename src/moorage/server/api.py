@@ -59,6 +59,8 @@ from .views import (
 
 table = RouteTable()
 
+SPOT_NOTICE = 120.0  # seconds a cloud gives between its spot interruption notice and the end
+
 
 class ServiceDetail(BaseModel):
     service: Service
@@ -590,7 +592,8 @@ class Api:
         name = request.match_info["name"]
         raw = await request.read()
         body = validate_body(DrainBody, json.loads(raw) if raw.strip() else {})
-        deadline = 120.0 if body.spot_notice else body.deadline
+        # A spot interruption notice gives two minutes before the machine goes.
+        deadline = min(body.deadline, SPOT_NOTICE) if body.spot_notice else body.deadline
         now = self.clock()
 
         def change(current: Node | None) -> tuple[Node | None, list[Any]]:
