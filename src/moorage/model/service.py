@@ -120,9 +120,12 @@ class DeploymentPolicy(Strict):
 
 
 class Discovery(Strict):
-    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    """How the service's running tasks appear in the catalog, DNS and the Consul API."""
+
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)  # default: the service name
     tags: list[str] = Field(default_factory=list)
-    port: str | None = None
+    port: str | None = None  # a port name; default: the first port of the first container
+    meta: dict[str, str] = Field(default_factory=dict)
 
 
 class ServiceSpec(Strict):

@@ -29,6 +29,7 @@ from moorage.store import Store
 from moorage.store.sqlite import SqliteStore
 
 from .api import Api, table
+from .consul import INDEX, ConsulApi
 from .errors import error_middleware
 from .exec import ExecProxy
 from .join import JoinGuard, load_or_create
@@ -46,12 +47,21 @@ class ServerConfig:
     gc_interval: float = 10.0
 
 
-def build_app(api: Api, logs: LogsProxy, secrets: SecretsApi, execs: ExecProxy) -> web.Application:
+def build_app(
+    api: Api, logs: LogsProxy, secrets: SecretsApi, execs: ExecProxy, *parts: object
+) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware], handler_args={"handler_cancellation": True}
     )
+
+    async def consul_index(request: web.Request, response: web.StreamResponse) -> None:
+        # Consul clients expect X-Consul-Index on every answer, errors included.
+        if INDEX not in response.headers:
+            response.headers[INDEX] = str(api.cache.index("*"))
+
+    app.on_response_prepare.append(consul_index)
     bound = {name: getattr(api, name) for name in dir(api) if not name.startswith("_")}
-    for part in (logs, secrets, execs):
+    for part in (logs, secrets, execs, *parts):
         bound.update({name: getattr(part, name) for name in dir(part) if not name.startswith("_")})
     table.install(app, bound)
     return app
@@ -87,7 +97,11 @@ class Server:
             secrets_api = SecretsApi(cache, writer, box, self.clock)
             self.token_path, digest = load_or_create(self.config.data_dir)
             api.guard = secrets_api.guard = JoinGuard(digest)
-            app = build_app(api, LogsProxy(cache, session), secrets_api, ExecProxy(cache, session))
+            host, port = self.config.http_addr
+            consul = ConsulApi(cache, self.clock, f"{host}:{port}")
+            app = build_app(
+                api, LogsProxy(cache, session), secrets_api, ExecProxy(cache, session), consul
+            )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:

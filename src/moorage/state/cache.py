@@ -157,6 +157,23 @@ class StateCache:
                     await self._event_for(topic).wait()
         return self.index(topic)
 
+    async def wait_any(self, topics: list[str], index: int, timeout: float) -> int:
+        """Block until one of `topics` moves past `index` (or timeout); the newest index."""
+
+        def newest() -> int:
+            return max(self.index(t) for t in topics)
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while newest() <= index:
+                    waits = [asyncio.ensure_future(self._event_for(t).wait()) for t in topics]
+                    try:
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for waiting in waits:
+                            waiting.cancel()
+        return newest()
+
     async def wait_revision(self, revision: int, timeout: float = 10.0) -> None:
         """Block until the cache has applied `revision` (read-your-writes after a commit)."""
         async with asyncio.timeout(timeout):
