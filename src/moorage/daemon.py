@@ -19,9 +19,20 @@ from typing import Any
 import aiohttp
 
 from moorage.agent.agent import Agent
+from moorage.dns import DnsConfig
 from moorage.server.app import Server, ServerConfig
 
-__all__ = ["Agent", "DevConfig", "ServerConfig", "dev", "node_name", "run", "run_agent", "serve"]
+__all__ = [
+    "Agent",
+    "DevConfig",
+    "DnsConfig",
+    "ServerConfig",
+    "dev",
+    "node_name",
+    "run",
+    "run_agent",
+    "serve",
+]
 
 log = logging.getLogger("moorage")
 
@@ -34,6 +45,7 @@ class DevConfig:
     node_name: str = field(default_factory=lambda: node_name())
     attrs: dict[str, str] = field(default_factory=dict)
     demo_dir: Path | None = None
+    dns: DnsConfig | None = None  # the server's DNS interface (None: no DNS listener)
 
 
 def node_name() -> str:
@@ -44,6 +56,15 @@ def node_name() -> str:
 
 def url(addr: tuple[str, int]) -> str:
     return f"http://{addr[0]}:{addr[1]}"
+
+
+def _dns_line(server: Server) -> str:
+    """`127.0.0.1:7053 (udp, tcp) for moorage. — dig @127.0.0.1 -p 7053 web.service.moorage`"""
+    assert server.dns is not None
+    dns = server.dns.config
+    host, port = dns.addr[0], server.dns.port
+    domains = dns.domain + (f" and {dns.alt_domain}" if dns.alt_domain else "")
+    return f"{host}:{port} (udp, tcp) for {domains} — dig @{host} -p {port} <service>.service.{dns.domain}"
 
 
 async def _until_signalled() -> None:
@@ -72,6 +93,8 @@ async def serve(config: ServerConfig, echo: Callable[[str], None]) -> None:
     task = asyncio.create_task(server.run(ready))
     await _first(task, ready)
     echo(f"server: {server.url} (data dir {config.data_dir})")
+    if server.dns is not None:
+        echo(f"dns: {_dns_line(server)}")
     echo(
         f"join token: in {server.token_path} — agents join with "
         f"`moorage agent --server {server.url} --token $(cat {server.token_path})`"
@@ -90,7 +113,11 @@ async def run_agent(agent: Agent, echo: Callable[[str], None]) -> None:
 
 async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
     """Server + agent + SQLite in one process; optionally deploy the demo specs."""
-    server = Server(ServerConfig(data_dir=config.data_dir / "server", http_addr=config.http_addr))
+    server = Server(
+        ServerConfig(
+            data_dir=config.data_dir / "server", http_addr=config.http_addr, dns=config.dns
+        )
+    )
     server_ready, agent_ready = asyncio.Event(), asyncio.Event()
     server_task = asyncio.create_task(server.run(server_ready), name="server")
     try:
@@ -109,6 +136,8 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
         await _first(agent_task, agent_ready)
         echo(f"server: {server.url}  agent: {url(config.agent_addr)}  node: {config.node_name}")
         echo(f"data dir: {config.data_dir}")
+        if server.dns is not None:
+            echo(f"dns: {_dns_line(server)}")
         if config.demo_dir is not None:
             await _deploy_demo(server.url, config.demo_dir, echo)
         echo("ready")

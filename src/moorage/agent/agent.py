@@ -3,6 +3,8 @@
     Agent.run() task group
      ├ heartbeat loop     (re-registers when the server forgot the node)
      ├ fence loop         no server answered for a TTL: stop the stop_on_disconnect tasks
+     ├ registrations      checks of services registered from outside on this node
+     ├ event loop         (with --event-handler) run a command when a user event fires
      ├ watch loop         GET /v1/nodes/<name>/tasks?index=N (blocking) ─▶ sync()
      ├ HTTP API           logs of the tasks it runs
      └ one TaskRunner per task (start, watch, stop, report)
@@ -14,9 +16,13 @@ when its generation is newer than what runs, and stops what is no longer wanted.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
+import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from moorage.model import Desired, Node, Task, TaskStatus, Unavailable
 from .client import ServerClient, ServerError
 from .handles import HandleStore, SavedTask
 from .http import build_app
+from .registrations import RegistrationChecks
 from .resources import machine_cpu, machine_memory
 from .runner import TaskRunner, task_env
 
@@ -42,6 +49,7 @@ HEARTBEAT = 1.5  # until the server says otherwise (it scales with the cluster)
 TTL = 5.0  # the node's heartbeat TTL, until the server says otherwise
 WATCH_WAIT = 30.0
 FENCE_TICK = 0.25
+EVENT_HANDLER_TIMEOUT = 60.0
 
 
 class Agent:
@@ -57,6 +65,7 @@ class Agent:
         token: str | None = None,
         cpu: int | None = None,
         memory: int | None = None,
+        event_handlers: dict[str, str] | None = None,
     ) -> None:
         self.server_urls = [server_url] if isinstance(server_url, str) else list(server_url)
         self.name = name
@@ -75,6 +84,7 @@ class Agent:
         self._recovered: dict[str, SavedTask] = {}
         self.client: ServerClient | None = None
         self.ttl = TTL
+        self.event_handlers = dict(event_handlers or {})
         self.fenced = False  # True while cut off from every server beyond the TTL
 
     def node(self) -> Node:
@@ -133,6 +143,10 @@ class Agent:
                         group.create_task(self._heartbeat_loop())
                         group.create_task(self._watch_loop())
                         group.create_task(self._fence_loop())
+                        checks = RegistrationChecks(self.client, self.name, session)
+                        group.create_task(checks.run())
+                        if self.event_handlers:
+                            group.create_task(self._event_loop())
                 finally:
                     await self._shutdown(stop_tasks_on_exit)
             finally:
@@ -211,6 +225,73 @@ class Agent:
             self.fenced = True
             for runner in fenced:
                 runner.request_stop(f"no server reachable for {self.ttl:g}s (stop_on_disconnect)")
+
+    async def _event_loop(self) -> None:
+        """Run the configured handler of each user event fired from now on (not the backlog)."""
+        assert self.client is not None
+        index, seen, backoff = 0, -1, 0.2
+        while True:
+            try:
+                events, new_index = await self.client.user_events(index, WATCH_WAIT)
+            except ServerError as exc:
+                log.warning("watching user events failed: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            if seen < 0:  # the first answer: what happened before this agent started
+                seen = max((int(e.get("LTime", 0)) for e in events), default=0)
+            for event in sorted(events, key=lambda e: int(e.get("LTime", 0))):
+                if int(event.get("LTime", 0)) > seen:
+                    seen = int(event["LTime"])
+                    await self._handle_event(event)
+            index = new_index if new_index >= index else 0
+
+    async def _handle_event(self, event: dict[str, Any]) -> None:
+        name = str(event.get("Name", ""))
+        command = self.event_handlers.get(name)
+        if command is None or not self._event_is_for_me(event):
+            return
+        payload = base64.b64decode(event.get("Payload") or "")
+        env = {
+            **os.environ,
+            "MOORAGE_EVENT_ID": str(event.get("ID", "")),
+            "MOORAGE_EVENT_NAME": name,
+            "MOORAGE_EVENT_PAYLOAD": payload.decode(errors="replace"),
+            "MOORAGE_NODE": self.name,
+        }
+        try:
+            process = await asyncio.create_subprocess_shell(
+                command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
+            output, _ = await asyncio.wait_for(
+                process.communicate(json.dumps([event]).encode()), EVENT_HANDLER_TIMEOUT
+            )
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            log.warning("event %s: handler timed out after %ss", name, EVENT_HANDLER_TIMEOUT)
+            return
+        except OSError as exc:
+            log.warning("event %s: handler could not start: %s", name, exc)
+            return
+        text = output.decode(errors="replace").strip()[-2000:]
+        log.info(
+            "event %s (%s): handler exited %s %s", name, event.get("ID"), process.returncode, text
+        )
+
+    def _event_is_for_me(self, event: dict[str, Any]) -> bool:
+        node_filter = str(event.get("NodeFilter") or "")
+        if node_filter and re.fullmatch(node_filter, self.name) is None:
+            return False
+        service = str(event.get("ServiceFilter") or "")
+        if service:
+            return any(r.active and r.task.service == service for r in self.runners.values())
+        return True
 
     async def _watch_loop(self) -> None:
         assert self.client is not None

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from moorage.model import Node, Task, TaskDefinition
+from moorage.model.catalog import Registration
 
 
 class ServerError(Exception):
@@ -124,6 +125,31 @@ class ServerClient:
             "GET", f"/v1/nodes/{name}/tasks", timeout=wait * 1.2 + 10, params=params
         )
         return [Task.model_validate(t) for t in body], int(headers.get("X-Moorage-Index", "0"))
+
+    async def node_registrations(
+        self, name: str, index: int, wait: float
+    ) -> tuple[list[Registration], int]:
+        params = {"index": str(index), "wait": f"{wait:g}s"}
+        body, headers = await self._call(
+            "GET", f"/v1/nodes/{name}/registrations", timeout=wait * 1.2 + 10, params=params
+        )
+        found = [Registration.model_validate(r) for r in body]
+        return found, int(headers.get("X-Moorage-Index", "0"))
+
+    async def registration_check(
+        self, registration: str, check: str, status: str, output: str
+    ) -> None:
+        body = {"status": status, "output": output}
+        await self._call("PUT", f"/v1/registrations/{registration}/checks/{check}", json=body)
+
+    async def user_events(self, index: int, wait: float) -> tuple[list[dict[str, Any]], int]:
+        """User events (Consul's format), blocking until the list moves past `index`."""
+        params = {"index": str(index), "wait": f"{int(wait * 1000)}ms"}
+        body, headers = await self._call(
+            "GET", "/v1/event/list", timeout=wait * 1.2 + 10, params=params
+        )
+        events = [e for e in body if isinstance(e, dict)] if isinstance(body, list) else []
+        return events, int(headers.get("X-Consul-Index", "0"))
 
     async def taskdef(self, family: str, revision: int) -> TaskDefinition:
         cached = self._taskdefs.get((family, revision))

@@ -11,12 +11,14 @@ import json
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from moorage.model import (
     Conflict,
     FieldError,
+    Forbidden,
     MoorageError,
     NotFound,
     SpecError,
@@ -48,6 +50,8 @@ def _error(response: httpx.Response) -> MoorageError:
         return Conflict(message)
     if response.status_code == 401:
         return Unauthorized(message)
+    if response.status_code == 403:
+        return Forbidden(message)
     return Unavailable(f"server error {response.status_code}: {message}")
 
 
@@ -59,9 +63,12 @@ class Client:
         if "://" not in self.address:
             self.address = f"http://{self.address}"
         headers = {}
-        token = token or os.environ.get("MOORAGE_TOKEN")
+        join_token = os.environ.get("MOORAGE_TOKEN")
+        if join_token:
+            headers["Authorization"] = f"Bearer {join_token}"
+        token = token or os.environ.get("MOORAGE_HTTP_TOKEN")  # an ACL token
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            headers["X-Moorage-Token"] = token
         self.headers = headers
         self._http = httpx.Client(base_url=self.address, headers=headers, timeout=timeout)
 
@@ -236,3 +243,57 @@ class Client:
         except NotFound:
             path = f"/v1/tasks/{target}/logs"
         yield from self.stream_lines(path, params)
+
+    # ---- KV store (Consul's /v1/kv) ------------------------------------------------------------
+    def _kv(
+        self, method: str, key: str, params: dict[str, str], **kwargs: Any
+    ) -> tuple[httpx.Response | None, int]:
+        """The response (None for a 404: no such key) and its X-Consul-Index."""
+        try:
+            response = self._http.request(
+                method, f"/v1/kv/{quote(key, safe='/')}", params=params, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the moorage server at {self.address}: {exc}") from None
+        index = int(response.headers.get("X-Consul-Index", "0") or 0)
+        if response.status_code == 404 and not response.content:
+            return None, index
+        if response.status_code >= 400:
+            raise _error(response)
+        return response, index
+
+    def kv_get(
+        self, key: str, *, recurse: bool = False, index: int = 0, wait: float = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Consul entries of a key (or of every key under a prefix) and the index; [] if none.
+        With index, block until that changes (or wait seconds pass)."""
+        params = {"recurse": "true"} if recurse else {}
+        if index:
+            params |= {"index": str(index), "wait": f"{int(wait * 1000)}ms"}
+        timeout = httpx.Timeout(wait + 30, connect=5)
+        response, found = self._kv("GET", key, params, timeout=timeout)
+        entries: list[dict[str, Any]] = response.json() if response is not None else []
+        return entries, found
+
+    def kv_keys(self, prefix: str, separator: str | None = "/") -> list[str]:
+        params = {"keys": "true"} | ({"separator": separator} if separator else {})
+        response, _ = self._kv("GET", prefix, params)
+        keys: list[str] = response.json() if response is not None else []
+        return keys
+
+    def kv_put(
+        self, key: str, value: bytes, cas: int | None = None, flags: int | None = None
+    ) -> tuple[bool, int]:
+        """Write a key (with cas: only if its ModifyIndex is cas; 0: only if absent)."""
+        params = {k: str(v) for k, v in (("cas", cas), ("flags", flags)) if v is not None}
+        response, index = self._kv("PUT", key, params, content=value)
+        return response is not None and response.json() is True, index
+
+    def kv_delete(
+        self, key: str, recurse: bool = False, cas: int | None = None
+    ) -> tuple[bool, int]:
+        params = {"recurse": "true"} if recurse else {}
+        if cas is not None:
+            params["cas"] = str(cas)
+        response, index = self._kv("DELETE", key, params)
+        return response is not None and response.json() is True, index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -26,6 +27,16 @@ def parse_servers(values: tuple[str, ...]) -> list[str]:
     if not urls:
         raise SpecError([FieldError("server", "at least one server address is needed")])
     return list(dict.fromkeys(urls))
+
+
+def parse_handlers(values: tuple[str, ...]) -> dict[str, str]:
+    handlers: dict[str, str] = {}
+    for item in values:
+        name, sep, command = item.partition("=")
+        if not sep or not name.strip() or not command.strip():
+            raise SpecError([FieldError("event-handler", f"must be NAME=COMMAND, got {item!r}")])
+        handlers[name.strip()] = command
+    return handlers
 
 
 def parse_attrs(values: tuple[str, ...]) -> dict[str, str]:
@@ -57,7 +68,7 @@ def common_options(func: click.decorators.FC) -> click.decorators.FC:
                 "--dns-addr",
                 default="127.0.0.1:7053",
                 show_default=True,
-                help="DNS address (discovery arrives in a later release).",
+                help="DNS interface address, UDP and TCP (server, dev; see docs/dns.md).",
             ),
             click.option(
                 "--agent-addr",
@@ -71,8 +82,44 @@ def common_options(func: click.decorators.FC) -> click.decorators.FC:
     return func
 
 
+def dns_options(func: click.decorators.FC) -> click.decorators.FC:
+    """The DNS interface's options, beside `--dns-addr` (server and dev)."""
+    for option in reversed(
+        [
+            click.option(
+                "--dns-domain",
+                default="moorage.",
+                show_default=True,
+                help="The domain DNS answers for (<service>.service.<domain>).",
+            ),
+            click.option(
+                "--dns-alt-domain",
+                default=None,
+                help="A second domain answered the same way, e.g. `consul.`.",
+            ),
+            click.option(
+                "--dns-ttl",
+                type=int,
+                default=0,
+                show_default=True,
+                help="TTL of DNS records, in seconds (also the negative-caching time).",
+            ),
+            click.option(
+                "--dns-recursor",
+                "dns_recursors",
+                multiple=True,
+                help="IP[:PORT] of a resolver for names outside our domains (repeatable, tried "
+                "in order); without one they are REFUSED.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 @click.command()
 @common_options
+@dns_options
 @click.option("--demo", is_flag=True, help="Deploy the specs in ./examples (or --demo-dir).")
 @click.option("--demo-dir", default="examples", show_default=True)
 @click.option("--node-name", default=None, help="Name of the local node (default: the hostname).")
@@ -82,6 +129,10 @@ def dev(
     http_addr: str,
     dns_addr: str,
     agent_addr: str,
+    dns_domain: str,
+    dns_alt_domain: str | None,
+    dns_ttl: int,
+    dns_recursors: tuple[str, ...],
     demo: bool,
     demo_dir: str,
     node_name: str | None,
@@ -90,7 +141,9 @@ def dev(
     """Server + agent + SQLite store in one process: a one-machine cluster."""
     from moorage import daemon
 
-    parse_addr(dns_addr, "dns-addr")
+    dns = daemon.DnsConfig.from_options(
+        parse_addr(dns_addr, "dns-addr"), dns_domain, dns_alt_domain, dns_ttl, dns_recursors
+    )
     demo_path = Path(demo_dir) if demo else None
     if demo_path is not None and not demo_path.is_dir():
         raise SpecError([FieldError("demo-dir", f"{demo_dir} is not a directory")])
@@ -100,6 +153,7 @@ def dev(
         agent_addr=parse_addr(agent_addr, "agent-addr"),
         attrs=parse_attrs(attrs),
         demo_dir=demo_path,
+        dns=dns,
         **({"node_name": node_name} if node_name else {}),
     )
     daemon.run(lambda: daemon.dev(config, lambda line: click.echo(line)))
@@ -107,13 +161,42 @@ def dev(
 
 @click.command()
 @common_options
-def server(data_dir: str, http_addr: str, dns_addr: str, agent_addr: str) -> None:
-    """Run a server: API, state store, control loops."""
+@dns_options
+@click.option(
+    "--acl",
+    is_flag=True,
+    help="Require ACL tokens (default deny); bootstrap the first with `moorage acl bootstrap`.",
+)
+@click.option(
+    "--acl-dns",
+    is_flag=True,
+    help="DNS answers only names the `anonymous` ACL policy may read (others: REFUSED).",
+)
+def server(
+    data_dir: str,
+    http_addr: str,
+    dns_addr: str,
+    agent_addr: str,
+    dns_domain: str,
+    dns_alt_domain: str | None,
+    dns_ttl: int,
+    dns_recursors: tuple[str, ...],
+    acl: bool,
+    acl_dns: bool,
+) -> None:
+    """Run a server: API, state store, control loops, DNS."""
     from moorage import daemon
 
-    parse_addr(dns_addr, "dns-addr")
+    dns = daemon.DnsConfig.from_options(
+        parse_addr(dns_addr, "dns-addr"), dns_domain, dns_alt_domain, dns_ttl, dns_recursors
+    )
+    if acl_dns and not acl:
+        raise SpecError([FieldError("acl-dns", "needs --acl")])
     config = daemon.ServerConfig(
-        data_dir=Path(data_dir).resolve(), http_addr=parse_addr(http_addr, "http-addr")
+        data_dir=Path(data_dir).resolve(),
+        http_addr=parse_addr(http_addr, "http-addr"),
+        acl=acl,
+        dns=dataclasses.replace(dns, acl=acl_dns),
     )
     daemon.run(lambda: daemon.serve(config, lambda line: click.echo(line)))
 
@@ -144,6 +227,13 @@ def server(data_dir: str, http_addr: str, dns_addr: str, agent_addr: str) -> Non
     help="The cluster's join token (the server's <data dir>/join-token; env MOORAGE_TOKEN).",
 )
 @click.option(
+    "--event-handler",
+    "event_handlers",
+    multiple=True,
+    help="NAME=COMMAND: run COMMAND (sh) when user event NAME fires; the event is on stdin "
+    "as JSON, its payload in MOORAGE_EVENT_PAYLOAD (repeatable).",
+)
+@click.option(
     "--cpu",
     type=click.IntRange(min=1),
     default=None,
@@ -164,6 +254,7 @@ def agent(
     token: str | None,
     cpu: int | None,
     memory: int | None,
+    event_handlers: tuple[str, ...],
     data_dir: str,
     http_addr: str,
     dns_addr: str,
@@ -182,6 +273,7 @@ def agent(
         token=token,
         cpu=cpu,
         memory=memory,
+        event_handlers=parse_handlers(event_handlers),
     )
     daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import click
 
-from moorage.model import NotFound, Unavailable
+from moorage.model import Forbidden, MoorageError, NotFound, Unavailable
 
 from .common import client
 
@@ -72,7 +72,7 @@ async def _run(
             try:
                 ws = await session.ws_connect(url, params=params, heartbeat=30)
             except aiohttp.WSServerHandshakeError as exc:
-                raise Unavailable(f"exec refused by the server: HTTP {exc.status}") from None
+                raise await _refusal(session, url, params, exc.status) from None
             except aiohttp.ClientError as exc:
                 raise Unavailable(f"cannot reach the moorage server: {exc}") from None
             async with ws:
@@ -87,6 +87,23 @@ async def _run(
             import termios
 
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, restore)
+
+
+async def _refusal(
+    session: aiohttp.ClientSession, url: str, params: list[tuple[str, str]], status: int
+) -> MoorageError:
+    """Why the server refused the upgrade: the same request without it answers the JSON error."""
+    message = f"HTTP {status}"
+    with contextlib.suppress(aiohttp.ClientError, ValueError, TimeoutError):
+        async with session.get(url, params=params) as response:
+            body = await response.json(content_type=None)
+            if isinstance(body, dict) and body.get("message"):
+                message = str(body["message"])
+    if status == 403:
+        return Forbidden(message)
+    if status == 404:
+        return NotFound(message)
+    return Unavailable(f"exec refused by the server: {message}")
 
 
 async def _feed(ws: aiohttp.ClientWebSocketResponse) -> None:

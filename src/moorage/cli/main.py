@@ -15,7 +15,7 @@ import click
 from moorage import __version__
 from moorage.model import MoorageError, SpecError
 
-from . import cluster, compose, daemons, execute, secrets, services, tag
+from . import acl, cluster, compose, daemons, execute, kv, secrets, services, tag, userevents
 
 
 def exit_code(exc: BaseException) -> int:
@@ -80,17 +80,24 @@ def _print_error(exc: MoorageError) -> None:
     show_default=True,
     help="Server address (env MOORAGE_ADDR).",
 )
+@click.option(
+    "--token",
+    envvar="MOORAGE_HTTP_TOKEN",
+    default=None,
+    help="ACL token, when the server runs with --acl (env MOORAGE_HTTP_TOKEN).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="moorage")
 @click.pass_context
-def cli(ctx: click.Context, addr: str, debug: bool) -> None:
+def cli(ctx: click.Context, addr: str, token: str | None, debug: bool) -> None:
     """moorage: run a small team's services on a handful of machines."""
     ctx.ensure_object(dict)
     ctx.obj["addr"] = addr
+    ctx.obj["token"] = token
     ctx.obj["debug"] = debug
 
 
-for module in (daemons, services, cluster, secrets, execute, compose, tag):
+for module in (daemons, services, cluster, secrets, execute, compose, tag, acl, userevents, kv):
     for command in module.COMMANDS:
         cli.add_command(command)
 

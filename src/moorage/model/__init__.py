@@ -8,6 +8,7 @@ from .duration import Duration, format_duration, parse_duration
 from .errors import (
     Conflict,
     FieldError,
+    Forbidden,
     MoorageError,
     NotFound,
     SpecError,
@@ -45,6 +46,7 @@ __all__ = [
     "Duration",
     "Event",
     "FieldError",
+    "Forbidden",
     "Health",
     "HealthCheck",
     "MoorageError",

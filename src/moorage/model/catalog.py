@@ -45,3 +45,39 @@ class Instance(BaseModel):
         if not self.checks:
             return Health.PASSING
         return max((c.status for c in self.checks), key=lambda h: h.rank)
+
+
+class RegisteredCheck(BaseModel):
+    """A check of an externally registered service, run by the agent of its node (TTL checks
+    are set through the API and turn critical when not refreshed within `ttl`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    kind: str  # http, tcp, command, ttl
+    target: str = ""  # the URL (http) or host:port (tcp)
+    args: list[str] = Field(default_factory=list)  # command
+    interval: float = 10.0
+    timeout: float = 2.0
+    ttl: float = 0.0
+    status: Health = Health.CRITICAL
+    output: str = ""
+    notes: str = ""
+    updated_at: float = 0.0
+
+
+class Registration(BaseModel):
+    """A service registered from outside (Consul's /v1/agent/service/register)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    node: str
+    address: str = ""
+    port: int = 0
+    tags: list[str] = Field(default_factory=list)
+    meta: dict[str, str] = Field(default_factory=dict)
+    checks: list[RegisteredCheck] = Field(default_factory=list)
+    created_at: float = 0.0

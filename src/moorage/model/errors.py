@@ -5,6 +5,7 @@
      ├── NotFound           no such service, task, node, task definition (HTTP 404, exit 1)
      ├── Conflict           a compare-and-swap lost, or the change clashes with state (HTTP 409, exit 1)
      ├── Unauthorized       missing or wrong credentials, e.g. a join token (HTTP 401, exit 1)
+     ├── Forbidden          the ACL token does not grant this (HTTP 403, exit 1)
      └── Unavailable        a dependency is down or not ready yet (HTTP 503, exit 1)
 
 Errors map to HTTP statuses in `moorage.server.errors` and to exit codes in
@@ -83,6 +84,12 @@ class Unauthorized(MoorageError):
     """A request without valid credentials (an agent's join token)."""
 
     code = "unauthorized"
+
+
+class Forbidden(MoorageError):
+    """ACLs are on and the request's token (or the anonymous one) lacks the permission."""
+
+    code = "permission_denied"
 
 
 class Unavailable(MoorageError):

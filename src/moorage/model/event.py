@@ -16,3 +16,19 @@ class Event(BaseModel):
     task: str | None = None
     node: str | None = None
     revision: int = 0  # the store revision at which it was written (filled on read)
+
+
+class UserEvent(BaseModel):
+    """An event fired by a user (`moorage event fire`), Consul's way: a name and a small payload
+    that agents can react to with a handler command (seed 002's event-based configuration)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    payload: bytes = b""
+    node_filter: str = ""  # a regular expression on node names ("" = every node)
+    service_filter: str = ""  # only nodes running a task of this service
+    tag_filter: str = ""
+    ltime: int = 0  # the store revision it was written at (filled on read): a Lamport time
+    time: float = 0.0

@@ -31,12 +31,14 @@ from moorage.model import (
     TaskDefinition,
     parse_specs,
 )
+from moorage.model.acl import Level
 from moorage.model.spec import not_yet_honoured, validate_body
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
 from moorage.state.writer import MAX_ATTEMPTS, new_event
 from moorage.store import Compare, Op, Put
 
+from .authz import authorizer
 from .blocking import INDEX_HEADER, block
 from .errors import read_json
 from .join import JoinGuard
@@ -158,6 +160,8 @@ class Api:
     )
     async def deploy(self, request: web.Request) -> web.Response:
         specs = await self._read_specs(request)
+        for spec in specs:
+            authorizer(request).require("service", spec.service, Level.WRITE)
         missing = [
             FieldError(f"{prefix}containers[{index}].secrets.{env}", f"no secret named {name!r}")
             for position, spec in enumerate(specs)

@@ -23,17 +23,22 @@ from aiohttp import web
 from moorage.controllers.leader import SoleLeader, run_as_leader
 from moorage.controllers.liveness import NodeLiveness
 from moorage.controllers.loops import GarbageCollector, Reconciler
+from moorage.dns import DnsConfig, DnsServer
 from moorage.model import Unavailable
 from moorage.state import StateCache, StateWriter
 from moorage.store import Store
 from moorage.store.sqlite import SqliteStore
 
+from .acl import AclApi, AclGuard
 from .api import Api, table
 from .consul import INDEX, ConsulApi
 from .errors import error_middleware
+from .events import EventsApi
 from .exec import ExecProxy
 from .join import JoinGuard, load_or_create
+from .kv import KvApi
 from .logs import LogsProxy
+from .registrations import RegistrationsApi
 from .secrets import SecretBox, SecretsApi
 
 log = logging.getLogger(__name__)
@@ -45,14 +50,20 @@ class ServerConfig:
     http_addr: tuple[str, int] = ("127.0.0.1", 7070)
     reconcile_interval: float = 1.0
     gc_interval: float = 10.0
+    acl: bool = False  # ACL tokens required (default deny) when on
+    dns: DnsConfig | None = None  # the DNS interface (`--dns-*`); None: no DNS listener
 
 
 def build_app(
-    api: Api, logs: LogsProxy, secrets: SecretsApi, execs: ExecProxy, *parts: object
+    api: Api,
+    logs: LogsProxy,
+    secrets: SecretsApi,
+    execs: ExecProxy,
+    *parts: object,
+    acl: AclGuard | None = None,
 ) -> web.Application:
-    app = web.Application(
-        middlewares=[error_middleware], handler_args={"handler_cancellation": True}
-    )
+    middlewares = [error_middleware] + ([acl.middleware] if acl is not None else [])
+    app = web.Application(middlewares=middlewares, handler_args={"handler_cancellation": True})
 
     async def consul_index(request: web.Request, response: web.StreamResponse) -> None:
         # Consul clients expect X-Consul-Index on every answer, errors included.
@@ -75,6 +86,7 @@ class Server:
         self.cache: StateCache | None = None
         self.url = f"http://{config.http_addr[0]}:{config.http_addr[1]}"
         self.token_path = config.data_dir / "join-token"
+        self.dns: DnsServer | None = None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; every resource is released on the way out."""
@@ -99,8 +111,20 @@ class Server:
             api.guard = secrets_api.guard = JoinGuard(digest)
             host, port = self.config.http_addr
             consul = ConsulApi(cache, self.clock, f"{host}:{port}")
+            guard = AclGuard(cache, self.config.acl, api.guard)
+            registrations = RegistrationsApi(cache, writer, self.clock)
+            registrations.guard = api.guard
             app = build_app(
-                api, LogsProxy(cache, session), secrets_api, ExecProxy(cache, session), consul
+                api,
+                LogsProxy(cache, session),
+                secrets_api,
+                ExecProxy(cache, session),
+                consul,
+                KvApi(cache, writer),
+                AclApi(cache, writer, self.clock, self.config.acl),
+                EventsApi(cache, writer, self.clock),
+                registrations,
+                acl=guard,
             )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
@@ -113,6 +137,9 @@ class Server:
                         f"server cannot listen on {host}:{port} (--http-addr): {exc.strerror}"
                     ) from None
                 log.info("server listening on %s", self.url)
+                if self.config.dns is not None:
+                    self.dns = DnsServer(cache, self.config.dns)
+                    await self.dns.start()
                 reconciler = Reconciler(cache, writer, self.clock, self.config.reconcile_interval)
                 collector = GarbageCollector(
                     cache, writer, self.clock, interval=self.config.gc_interval
@@ -128,5 +155,8 @@ class Server:
                     ready.set()
                 await asyncio.Event().wait()
             finally:
+                if self.dns is not None:
+                    with contextlib.suppress(Exception):
+                        await self.dns.close()
                 with contextlib.suppress(Exception):
                     await runner.cleanup()

@@ -19,12 +19,14 @@ from aiohttp import web
 
 from moorage import __version__
 from moorage.model import FieldError, Health, SpecError
+from moorage.model.acl import Level
 from moorage.model.catalog import Instance
 from moorage.model.node import Node
 from moorage.state import StateCache
 from moorage.state.catalog import Catalog
 
 from .api import table
+from .authz import authorizer
 
 DATACENTER = "dc1"
 CONSUL_VERSION = "1.15.4"  # the Consul API version whose subset we answer
@@ -34,8 +36,17 @@ DEFAULT_WAIT = 300.0
 # Parameters every read accepts (consistency modes are no-ops: one server answers from memory).
 COMMON = frozenset({"dc", "index", "wait", "stale", "consistent", "cached", "token", "pretty"})
 
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNIT = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 
 
 def parse_go_duration(text: str) -> float:
@@ -247,7 +258,10 @@ class ConsulApi:
         matches = self._nodes_matching(request)
         index = await self._block(request, self.catalog.topics())
         names: dict[str, list[str]] = {}
+        authz = authorizer(request)
         for name, tags in self.catalog.names().items():
+            if not authz.allows("service", name, Level.READ):
+                continue  # as Consul: a list shows what the token may read
             nodes = (self.cache.nodes.get(i.node) for i in self.catalog.instances(name))
             if any(node is not None and matches(node) for node in nodes):
                 names[name] = tags  # as Consul: a name is listed while it has instances

@@ -11,6 +11,7 @@ from aiohttp import web
 from moorage.model import (
     Conflict,
     FieldError,
+    Forbidden,
     MoorageError,
     NotFound,
     SpecError,
@@ -33,6 +34,8 @@ def http_status(exc: MoorageError) -> int:
         return 409
     if isinstance(exc, Unauthorized):
         return 401
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, Unavailable):
         return 503
     return 500

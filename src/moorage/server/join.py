@@ -36,6 +36,10 @@ class JoinGuard:
     def __init__(self, token_sha256: bytes) -> None:
         self._digest = token_sha256
 
+    def matches(self, token: str) -> bool:
+        given = hashlib.sha256(token.encode()).digest()
+        return bool(token) and hmac.compare_digest(given, self._digest)
+
     def check(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""

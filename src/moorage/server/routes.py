@@ -69,7 +69,7 @@ class RouteTable:
                     "content": {"application/json": {"schema": _schema(route.body, components)}},
                 }
             operation["responses"] = _responses(route, components)
-            paths.setdefault(route.path, {})[route.method.lower()] = operation
+            paths.setdefault(_openapi_path(route.path), {})[route.method.lower()] = operation
         components["Error"] = ERROR_SCHEMA
         return {
             "openapi": "3.1.0",
@@ -126,4 +126,16 @@ def _param(name: str, where: str, kind: str = "string") -> dict[str, Any]:
 
 
 def _path_params(path: str) -> list[str]:
-    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+    return [
+        part[1:-1].split(":", 1)[0]
+        for part in path.split("/")
+        if part.startswith("{") and part.endswith("}")
+    ]
+
+
+def _openapi_path(path: str) -> str:
+    """An aiohttp path as OpenAPI writes it: `{key:.*}` (a regex) becomes `{key}`."""
+    return "/".join(
+        "{" + part[1:-1].split(":", 1)[0] + "}" if part.startswith("{") and ":" in part else part
+        for part in path.split("/")
+    )

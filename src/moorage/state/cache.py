@@ -17,13 +17,18 @@ from collections.abc import AsyncIterator, Iterable
 from pydantic import BaseModel
 
 from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDefinition
+from moorage.model.acl import Policy, Token
+from moorage.model.catalog import Registration
+from moorage.model.event import UserEvent
 from moorage.store import Compacted, KeyValue, Store, StoreClosed, WatchEvent
 
 from .keys import ROOT, Kind, decode, key_kind
+from .kv import KvState
 
 log = logging.getLogger(__name__)
 
 EVENT_BUFFER = 2000
+_REVISION = "#revision"  # internal: set whenever `revision` moves (wait_revision waits on it)
 
 
 class Topic:
@@ -34,6 +39,18 @@ class Topic:
     NODES = "nodes"
     EVENTS = "events"
     SECRETS = "secrets"
+    ACL = "acl"
+    USER_EVENTS = "user-events"
+    REGISTRATIONS = "registrations"
+
+    @staticmethod
+    def node_registrations(node: str) -> str:
+        return f"registrations:node:{node}"
+
+    @staticmethod
+    def registered(name: str) -> str:
+        return f"registrations:name:{name}"
+
     ANY = "*"
 
     @staticmethod
@@ -90,6 +107,15 @@ def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
         return (Topic.EVENTS,)
     if kind is Kind.SECRET:
         return (Topic.SECRETS,)
+    if kind in (Kind.ACL_TOKEN, Kind.ACL_POLICY):
+        return (Topic.ACL,)
+    if kind is Kind.USER_EVENT:
+        return (Topic.USER_EVENTS,)
+    if kind is Kind.REGISTRATION:
+        out = [Topic.REGISTRATIONS]
+        if isinstance(obj, Registration):
+            out += [Topic.node_registrations(obj.node), Topic.registered(obj.name)]
+        return out
     if kind is Kind.DEPLOYMENT:
         out = [Topic.deployment(name)]
         if isinstance(obj, Deployment):
@@ -111,6 +137,12 @@ class StateCache:
         self.deployments: dict[str, Deployment] = {}
         self.secrets: dict[str, Secret] = {}  # sealed: the cache never holds a plain value
         self.meta: dict[str, bytes] = {}
+        self.user_events: dict[str, UserEvent] = {}  # by key, in key (time) order
+        self.registrations: dict[str, Registration] = {}  # by id
+        self.acl_tokens: dict[str, Token] = {}  # by accessor id
+        self.acl_policies: dict[str, Policy] = {}
+        self.acl_by_digest: dict[str, Token] = {}  # by the secret's SHA-256 (hex)
+        self.kv = KvState()  # the KV store: sorted keys, per-key and per-prefix indexes
         self.events: deque[Event] = deque(maxlen=EVENT_BUFFER)
         self.mod_revisions: dict[str, int] = {}
         self._tasks_by_service: dict[str, set[str]] = {}
@@ -176,9 +208,11 @@ class StateCache:
 
     async def wait_revision(self, revision: int, timeout: float = 10.0) -> None:
         """Block until the cache has applied `revision` (read-your-writes after a commit)."""
+        if self.revision >= revision:  # the usual case: the store wakes the watch first
+            return
         async with asyncio.timeout(timeout):
             while self.revision < revision:
-                await self._event_for(Topic.ANY).wait()
+                await self._event_for(_REVISION).wait()
 
     async def wait_synced(self) -> None:
         await self._synced.wait()
@@ -203,6 +237,13 @@ class StateCache:
             event = self._changed.pop(topic, None)
             if event is not None:
                 event.set()
+        self._advanced()
+
+    def _advanced(self) -> None:
+        """Wake `wait_revision` callers (self.revision moved)."""
+        event = self._changed.pop(_REVISION, None)
+        if event is not None:
+            event.set()
 
     # ---- feeding -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -240,6 +281,7 @@ class StateCache:
         for kv in kvs:
             self._load(kv)
         self.revision = revision
+        self.kv.relisted(revision, first=not self._synced.is_set())
         self._bump(old_topics + list(self._index), revision)
         self._synced.set()
 
@@ -251,15 +293,28 @@ class StateCache:
         self.deployments.clear()
         self.secrets.clear()
         self.meta.clear()
+        self.acl_tokens.clear()
+        self.user_events.clear()
+        self.registrations.clear()
+        self.acl_policies.clear()
+        self.acl_by_digest.clear()
         self.events.clear()
         self.mod_revisions.clear()
         self._tasks_by_service.clear()
         self._tasks_by_node.clear()
+        self.kv.clear()
 
     def _apply(self, change: WatchEvent) -> None:
         kv = change.kv
         kind = key_kind(kv.key)
         if kind is None:
+            return
+        if kind is Kind.KV:
+            # KV has its own per-key and per-prefix indexes and waiters. It does not bump
+            # Topic.ANY: the control loops wake on that, and the KV store is not theirs.
+            self.kv.apply(change)
+            self.revision = max(self.revision, kv.mod_revision)
+            self._advanced()
             return
         old = self._lookup(kind, kv.key)
         topics = set(_topics(kind, kv.key, old))
@@ -286,11 +341,16 @@ class StateCache:
             return self.nodes.get(name)
         if kind is Kind.DEPLOYMENT:
             return self.deployments.get(name)
+        if kind is Kind.REGISTRATION:
+            return self.registrations.get(name)
         return None
 
     def _load(self, kv: KeyValue) -> BaseModel | None:
         kind = key_kind(kv.key)
         if kind is None:
+            return None
+        if kind is Kind.KV:
+            self.kv.load(kv)
             return None
         name = kv.key.rsplit("/", 1)[-1]
         self.mod_revisions[kv.key] = kv.mod_revision
@@ -312,6 +372,19 @@ class StateCache:
             self.taskdefs[(obj.family, obj.revision)] = obj
         elif isinstance(obj, Deployment):
             self.deployments[name] = obj
+        elif isinstance(obj, Registration):
+            self.registrations[name] = obj
+        elif isinstance(obj, UserEvent):
+            obj = obj.model_copy(update={"ltime": kv.mod_revision})
+            self.user_events[name] = obj
+        elif isinstance(obj, Token):
+            old_token = self.acl_tokens.get(name)
+            if old_token is not None:
+                self.acl_by_digest.pop(old_token.secret_sha256, None)
+            self.acl_tokens[name] = obj
+            self.acl_by_digest[obj.secret_sha256] = obj
+        elif isinstance(obj, Policy):
+            self.acl_policies[name] = obj
         elif isinstance(obj, Secret):
             self.secrets[kv.key[len(ROOT) + len("secrets/") :]] = obj
         elif isinstance(obj, Event):
@@ -344,6 +417,16 @@ class StateCache:
             self.nodes.pop(name, None)
         elif kind is Kind.DEPLOYMENT:
             self.deployments.pop(name, None)
+        elif kind is Kind.USER_EVENT:
+            self.user_events.pop(name, None)
+        elif kind is Kind.REGISTRATION:
+            self.registrations.pop(name, None)
+        elif kind is Kind.ACL_TOKEN:
+            token = self.acl_tokens.pop(name, None)
+            if token is not None:
+                self.acl_by_digest.pop(token.secret_sha256, None)
+        elif kind is Kind.ACL_POLICY:
+            self.acl_policies.pop(name, None)
         elif kind is Kind.SECRET:
             self.secrets.pop(key[len(ROOT) + len("secrets/") :], None)
         elif kind is Kind.TASKDEF:

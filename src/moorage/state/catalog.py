@@ -9,8 +9,8 @@ it, their tasks, and the nodes.
 
 from __future__ import annotations
 
-from moorage.model import Desired, Health, Service, Task, TaskStatus
-from moorage.model.catalog import Instance, InstanceCheck
+from moorage.model import Desired, Health, Node, Service, Task, TaskStatus
+from moorage.model.catalog import Instance, InstanceCheck, Registration
 from moorage.model.node import NodeStatus
 
 from . import keys
@@ -41,6 +41,8 @@ class Catalog:
             name = discovery_name(service)
             if name is not None and service.discovery is not None:
                 out.setdefault(name, set()).update(service.discovery.tags)
+        for registration in self.cache.registrations.values():
+            out.setdefault(registration.name, set()).update(registration.tags)
         return {name: sorted(tags) for name, tags in sorted(out.items())}
 
     def instances(self, name: str) -> list[Instance]:
@@ -51,13 +53,16 @@ class Catalog:
                 instance = self._instance(name, service, task)
                 if instance is not None:
                     found.append(instance)
+        for registration in self.cache.registrations.values():
+            if registration.name == name:
+                found.append(self._registered(registration))
         return sorted(found, key=lambda i: (i.node, i.port, i.id))
 
     def topics(self, name: str | None = None) -> list[str]:
         """What a blocking query on `name` (or on the list of names) waits on."""
         if name is None:
-            return [Topic.SERVICES, Topic.NODES]
-        topics = [Topic.NODES, Topic.SERVICES]
+            return [Topic.SERVICES, Topic.NODES, Topic.REGISTRATIONS]
+        topics = [Topic.NODES, Topic.SERVICES, Topic.registered(name)]
         for service in self.services_named(name):
             topics.append(Topic.service_tasks(service.name))
         return topics
@@ -73,15 +78,7 @@ class Catalog:
             return None
         assert service.discovery is not None
         port = self._port(service, task)
-        checks = [
-            InstanceCheck(
-                id=NODE_CHECK,
-                name="Node health",
-                status=Health.PASSING if node.status != NodeStatus.DOWN else Health.CRITICAL,
-                output=f"node {node.name} is {node.status.value}",
-                kind="node",
-            )
-        ]
+        checks = [self._node_check(node, node.name)]
         for state in task.checks:
             checks.append(
                 InstanceCheck(
@@ -109,6 +106,39 @@ class Catalog:
             checks=tuple(checks),
             create_index=revision,
             modify_index=revision,
+        )
+
+    def _registered(self, registration: Registration) -> Instance:
+        node = self.cache.nodes.get(registration.node)
+        checks = [self._node_check(node, registration.node)]
+        checks += [
+            InstanceCheck(id=c.id, name=c.name, status=c.status, output=c.output, kind=c.kind)
+            for c in registration.checks
+        ]
+        revision = max(1, self.cache.mod_revisions.get(keys.registration_key(registration.id), 1))
+        return Instance(
+            id=registration.id,
+            name=registration.name,
+            service="",
+            node=registration.node,
+            address=registration.address or (node.address if node is not None else ""),
+            port=registration.port,
+            tags=tuple(registration.tags),
+            meta=dict(registration.meta),
+            checks=tuple(checks),
+            create_index=revision,
+            modify_index=revision,
+        )
+
+    @staticmethod
+    def _node_check(node: Node | None, name: str) -> InstanceCheck:
+        up = node is not None and node.status != NodeStatus.DOWN
+        return InstanceCheck(
+            id=NODE_CHECK,
+            name="Node health",
+            status=Health.PASSING if up else Health.CRITICAL,
+            output=f"node {name} is {node.status.value if node is not None else 'gone'}",
+            kind="node",
         )
 
     def _port(self, service: Service, task: Task) -> int:

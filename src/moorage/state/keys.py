@@ -8,6 +8,11 @@
 /moorage/secrets/<name>                      Secret (sealed with AES-GCM; never plain text)
 /moorage/events/<time_ns:020d>-<rand>        Event (trimmed to the newest N)
 /moorage/meta/<name>                         small cluster-wide values (join token, ...)
+/moorage/user-events/<time_ns:020d>-<rand>   UserEvent (`moorage event fire`; newest 256 kept)
+/moorage/registrations/<id>                  Registration (a service registered from outside)
+/moorage/acl-tokens/<accessor id>            ACL Token (its secret only as SHA-256)
+/moorage/acl-policies/<name>                 ACL Policy
+/moorage/kv/<key>                            KV store value (9-byte header: format, flags; raw bytes)
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from enum import StrEnum
 from pydantic import BaseModel
 
 from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDefinition
+from moorage.model.acl import Policy, Token
+from moorage.model.catalog import Registration
+from moorage.model.event import UserEvent
 
 ROOT = "/moorage/"
 
@@ -30,6 +38,11 @@ class Kind(StrEnum):
     SECRET = "secrets"
     EVENT = "events"
     META = "meta"
+    KV = "kv"
+    ACL_TOKEN = "acl-tokens"
+    USER_EVENT = "user-events"
+    REGISTRATION = "registrations"
+    ACL_POLICY = "acl-policies"
 
 
 MODELS: dict[Kind, type[BaseModel]] = {
@@ -40,6 +53,10 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.DEPLOYMENT: Deployment,
     Kind.SECRET: Secret,
     Kind.EVENT: Event,
+    Kind.ACL_TOKEN: Token,
+    Kind.USER_EVENT: UserEvent,
+    Kind.REGISTRATION: Registration,
+    Kind.ACL_POLICY: Policy,
 }
 
 
@@ -77,6 +94,22 @@ def secret_key(name: str) -> str:
 
 def event_key(event_id: str) -> str:
     return f"{ROOT}events/{event_id}"
+
+
+def registration_key(registration_id: str) -> str:
+    return f"{ROOT}registrations/{registration_id}"
+
+
+def user_event_key(event_id: str) -> str:
+    return f"{ROOT}user-events/{event_id}"
+
+
+def acl_token_key(accessor_id: str) -> str:
+    return f"{ROOT}acl-tokens/{accessor_id}"
+
+
+def acl_policy_key(name: str) -> str:
+    return f"{ROOT}acl-policies/{name}"
 
 
 def meta_key(name: str) -> str:

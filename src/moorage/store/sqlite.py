@@ -6,17 +6,23 @@
     leases    id → ttl, expires (wall clock, so leases survive a restart)
 
 Every SQLite call runs on one dedicated thread that owns the connection, so the event loop
-never waits on the disk; each write transaction is one `BEGIN IMMEDIATE … COMMIT` with
-`synchronous=FULL`, so an acknowledged write survives a crash. Watchers are woken in-process
-after each commit and read history rows in batches: a slow watcher never blocks writers, and
-one that falls below the compaction point gets `Compacted`.
+never waits on the disk. Writes are group-committed: transactions that arrive while a batch is
+being written queue, then commit together in one `BEGIN IMMEDIATE … COMMIT` with
+`synchronous=FULL` (one fsync for the batch), each atomic with its own revision (a refused one
+writes nothing; an engine error rolls the whole batch back); none is acknowledged before its
+batch is on disk, so an acknowledged write survives a crash. Watchers are woken in-process
+after each commit; one that is caught up reads the batch's events from memory (the newest
+RECENT are kept), one that lags reads history rows in batches: a slow watcher never blocks
+writers, and one that falls below the compaction point gets `Compacted`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +65,14 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compact', 0), ('lease_seq',
 _PUT = 0
 _DELETE = 1
 WATCH_BATCH = 1000
+# The newest committed events kept in memory (caught-up watchers read them, not the disk): at
+# most RECENT events and RECENT_BYTES of values (each trimmed back to that at twice as much).
+RECENT = 20_000
+RECENT_BYTES = 16 << 20
+
+Row = tuple[int, int, WatchEvent]  # (revision, index in the revision, event)
+Written = tuple[int, int, list[Row] | None]  # a batch's first and last revision, its events
+Pending = tuple[list[Compare], list[Op], list[Op], "asyncio.Future[TxnResult]"]
 
 
 def _prefix_end(prefix: str) -> str:
@@ -83,6 +97,17 @@ class SqliteStore:
         self._closed = False
         self._changed = asyncio.Event()
         self._expiry: asyncio.Task[None] | None = None
+        # Group commit: transactions queue here while a batch commits, then commit together.
+        # Shared with the SQLite thread, under _lock: the queue, and whether the thread drains it.
+        self._lock = threading.Lock()
+        self._queue: list[Pending] = []
+        self._committing = False
+        # The newest committed events, in (rev, idx) order: every event of revisions
+        # _recent_from.._head is here, so a caught-up watcher needs no trip to the SQLite thread.
+        self._recent: list[Row] = []
+        self._recent_bytes = 0
+        self._recent_from = 1
+        self._head = 0
 
     @classmethod
     async def open(
@@ -97,6 +122,8 @@ class SqliteStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-sqlite")
         conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, str(path))
         store = cls(conn, executor, history_limit, clock)
+        store._head = await store._run(store._meta, "revision")
+        store._recent_from = store._head + 1
         store._expiry = asyncio.create_task(
             store._expire_loop(lease_check_interval), name="sqlite-lease-expiry"
         )
@@ -156,30 +183,179 @@ class SqliteStore:
     async def txn(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
-        result = await self._run(self._txn_sync, list(compares), list(success), list(failure))
-        if result.revision and any(
-            not isinstance(op, Get) for op in (success if result.succeeded else failure)
-        ):
-            self._notify()
-        return result
+        """Group commit: while one batch of transactions is being written, the next ones queue;
+        then they commit together as one SQLite transaction (one fsync). Each keeps its own
+        revision and stays atomic (one refused writes nothing; an engine error fails the batch),
+        and none is acknowledged before the batch is durable."""
+        if self._closed:
+            raise StoreClosed("store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TxnResult] = loop.create_future()
+        item = (list(compares), list(success), list(failure), future)
+        with self._lock:
+            self._queue.append(item)
+            start, self._committing = not self._committing, True
+        if start:
+            self._executor.submit(self._drain, loop)
+        return await future
 
-    def _txn_sync(self, compares: list[Compare], success: list[Op], failure: list[Op]) -> TxnResult:
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SQLite thread: commit what is queued as one batch, hand the outcomes to the loop.
+        More queued meanwhile: the next batch goes behind the reads already waiting for the
+        thread (they are not starved), but without a trip through the event loop."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+            if not batch:
+                self._committing = False
+                return
+        done: tuple[list[TxnResult | Exception], Written | None] | BaseException
+        try:
+            if self._closed:
+                raise StoreClosed("store is closed")
+            done = self._batch_sync([item[:3] for item in batch])
+        except BaseException as exc:  # the batch as a whole failed (COMMIT, disk, closed)
+            done = exc
+        loop.call_soon_threadsafe(self._committed, batch, done)
+        with self._lock:
+            if not self._queue:
+                self._committing = False
+                return
+        self._executor.submit(self._drain, loop)
+
+    def _committed(
+        self,
+        batch: list[Pending],
+        done: tuple[list[TxnResult | Exception], Written | None] | BaseException,
+    ) -> None:
+        if isinstance(done, BaseException):
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(done)
+        else:
+            outcomes, written = done
+            wrote = False
+            for (_, success, failure, _), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, TxnResult) and outcome.revision:
+                    ops = success if outcome.succeeded else failure
+                    wrote |= any(not isinstance(op, Get) for op in ops)
+            if written is not None:
+                self._remember(*written)
+            if wrote:  # first: the cache's watcher runs before the writers resume
+                self._notify()
+            for (*_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, TxnResult):
+                    future.set_result(outcome)
+                else:
+                    future.set_exception(outcome)
+
+    def _batch_sync(
+        self, batch: list[tuple[list[Compare], list[Op], list[Op]]]
+    ) -> tuple[list[TxnResult | Exception], Written | None]:
+        """Commit a batch; each transaction's outcome, and the events it wrote (first and last
+        revision, the rows; None for the rows when there are too many to keep in memory)."""
         conn = self._conn
+        outcomes: list[TxnResult | Exception] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            ok = all(self._holds(c) for c in compares)
-            ops = success if ok else failure
-            revision = self._meta("revision")
-            responses, wrote = self._apply(ops, revision + 1)
-            if wrote:
-                revision += 1
-                conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
-                self._maybe_compact(revision)
+            before = after = self._meta("revision")
+            # Consecutive blind writes (puts of distinct keys, no compare, no lease) are written
+            # with one statement for all of them: they read nothing another could have changed.
+            blind: list[tuple[Put, int, int]] = []  # (put, its revision, its index)
+            blind_keys: set[str] = set()
+            for compares, success, failure in batch:
+                puts = [op for op in success if isinstance(op, Put) and not op.lease]
+                keys = {op.key for op in puts}
+                if not compares and success and len(puts) == len(keys) == len(success):
+                    if blind_keys & keys:
+                        self._flush_blind(blind)
+                        blind, blind_keys = [], set()
+                    after += 1
+                    blind.extend((op, after, i) for i, op in enumerate(puts))
+                    blind_keys |= keys
+                    outcomes.append(TxnResult(True, after, [[] for _ in success]))
+                    continue
+                self._flush_blind(blind)
+                blind, blind_keys = [], set()
+                try:
+                    result = self._txn_body(compares, success, failure, after)
+                except StoreError as exc:  # raised before that transaction wrote anything
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(result)
+                after = result.revision
+            self._flush_blind(blind)
+            written: Written | None = None
+            if after > before:
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (after,))
+                self._maybe_compact(after)
+                rows = conn.execute(
+                    "SELECT rev, idx, key, type, value, create_rev, version, lease FROM history "
+                    "WHERE rev > ? AND rev <= ? ORDER BY rev, idx LIMIT ?",
+                    (before, after, RECENT + 1),
+                ).fetchall()
+                keep = len(rows) <= RECENT and sum(len(r[4]) for r in rows) <= RECENT_BYTES
+                written = (before + 1, after, _events(rows) if keep else None)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return TxnResult(ok, revision, responses)
+        return outcomes, written
+
+    def _flush_blind(self, puts: list[tuple[Put, int, int]]) -> None:
+        if not puts:
+            return
+        self._conn.executemany(
+            "INSERT INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES (?, ?, ?, ?, 1, 0) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev, "
+            "version = kv.version + 1, lease = 0",
+            [(p.key, p.value, rev, rev) for p, rev, _ in puts],
+        )
+        self._conn.executemany(
+            "INSERT INTO history (rev, idx, key, type, value, create_rev, version, lease) "
+            "SELECT ?, ?, key, 0, value, create_rev, version, lease FROM kv WHERE key = ?",
+            [(rev, idx, p.key) for p, rev, idx in puts],
+        )
+
+    def _remember(self, first: int, last: int, rows: list[Row] | None) -> None:
+        """Keep a committed batch's events for caught-up watchers (loop thread only)."""
+        if rows is None or first != self._head + 1:  # too many, or a write we did not see
+            self._recent, self._recent_bytes = [], 0
+            self._recent_from = last + 1
+        else:
+            recent = self._recent
+            recent.extend(rows)
+            self._recent_bytes += sum(len(row[2].kv.value) for row in rows)
+            if len(recent) > 2 * RECENT or self._recent_bytes > 2 * RECENT_BYTES:
+                cut, size = 0, self._recent_bytes
+                while cut < len(recent) and (len(recent) - cut > RECENT or size > RECENT_BYTES):
+                    size -= len(recent[cut][2].kv.value)
+                    cut += 1
+                # A revision cut in two is no longer whole in memory.
+                split = 0 < cut < len(recent) and recent[cut - 1][0] == recent[cut][0]
+                del recent[:cut]
+                self._recent_bytes = size
+                self._recent_from = recent[0][0] + split if recent else last + 1
+        self._head = max(self._head, last)
+
+    def _forget_recent(self, revision: int) -> None:
+        """A write that did not go through a batch (lease expiry): watchers read it from disk.
+        (Batches committed after it may already be remembered: memory restarts past them.)"""
+        self._head = max(self._head, revision)
+        self._recent, self._recent_bytes = [], 0
+        self._recent_from = self._head + 1
+
+    def _txn_body(
+        self, compares: list[Compare], success: list[Op], failure: list[Op], revision: int
+    ) -> TxnResult:
+        """One transaction of a batch, on top of `revision`. Everything that can refuse it
+        (a compare of mismatched types, a duplicate key, a missing lease) raises StoreError
+        before its first write; any other error fails the whole batch (rolled back)."""
+        ok = all(self._holds(c) for c in compares)
+        ops = success if ok else failure
+        responses, wrote = self._apply(ops, revision + 1)
+        return TxnResult(ok, revision + 1 if wrote else revision, responses)
 
     def _holds(self, c: Compare) -> bool:
         kv = self._get_sync(c.key)
@@ -292,13 +468,19 @@ class SqliteStore:
         first = start_revision if start_revision > 0 else await self.revision() + 1
         cursor = (first - 1, 1 << 62)  # everything at or before this (rev, idx) was yielded
         end = _prefix_end(prefix)
+        fresh = True  # the first read always asks the disk (the start may be compacted)
         while True:
             changed = self._changed
             if self._closed:
                 raise StoreClosed("store is closed")
-            rows, compact, head = await self._run(self._history_sync, prefix, end, cursor)
-            if cursor[0] < compact:  # the next revision this watcher needs is gone
-                raise Compacted(cursor[0] + 1, compact)
+            recent = None if fresh else self._recent_after(prefix, end, cursor)
+            fresh = False
+            if recent is not None:
+                rows, head = recent
+            else:
+                rows, compact, head = await self._run(self._history_sync, prefix, end, cursor)
+                if cursor[0] < compact:  # the next revision this watcher needs is gone
+                    raise Compacted(cursor[0] + 1, compact)
             for rev, idx, event in rows:
                 cursor = (rev, idx)
                 yield event
@@ -308,9 +490,20 @@ class SqliteStore:
                 cursor = max(cursor, (head, 1 << 62))
                 await changed.wait()
 
+    def _recent_after(
+        self, prefix: str, end: str, cursor: tuple[int, int]
+    ) -> tuple[list[Row], int] | None:
+        """The events after cursor under prefix, from memory; None when memory lacks some."""
+        complete = cursor[0] + 1 if cursor[1] == 1 << 62 else cursor[0]
+        if complete < self._recent_from:
+            return None
+        start = bisect.bisect_right(self._recent, cursor, key=lambda row: (row[0], row[1]))
+        rows = [row for row in self._recent[start:] if prefix <= row[2].kv.key < end]
+        return rows[:WATCH_BATCH], self._head  # (head is used only when not truncated)
+
     def _history_sync(
         self, prefix: str, end: str, cursor: tuple[int, int]
-    ) -> tuple[list[tuple[int, int, WatchEvent]], int, int]:
+    ) -> tuple[list[Row], int, int]:
         self._conn.execute("BEGIN")
         try:
             compact = self._meta("compact")
@@ -322,11 +515,7 @@ class SqliteStore:
             ).fetchall()
         finally:
             self._conn.execute("COMMIT")
-        events = []
-        for rev, idx, key, kind, value, create_rev, version, lease in rows:
-            kv = KeyValue(key, value, create_rev, rev, version, lease)
-            events.append((rev, idx, WatchEvent("put" if kind == _PUT else "delete", kv)))
-        return events, compact, head
+        return _events(rows), compact, head
 
     # ---- leases --------------------------------------------------------------------------
     async def lease_grant(self, ttl: float) -> int:
@@ -357,10 +546,13 @@ class SqliteStore:
             return float(row[0])
 
     async def lease_revoke(self, lease: int) -> None:
-        await self._run(self._revoke_sync, [lease], True)
+        revision = await self._run(self._revoke_sync, [lease], True)
+        if revision:
+            self._forget_recent(revision)
         self._notify()
 
-    def _revoke_sync(self, leases: list[int], must_exist: bool) -> bool:
+    def _revoke_sync(self, leases: list[int], must_exist: bool) -> int:
+        """Revoke leases and delete their keys; the revision of the deletes (0: none)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -377,16 +569,15 @@ class SqliteStore:
                 )
             ]
             conn.execute(f"DELETE FROM leases WHERE id IN ({marks})", leases)
-            wrote = False
+            revision = 0
             if keys:
                 revision = self._meta("revision") + 1
                 counter = [0]
                 for key in keys:
                     self._delete_sync(Delete(key), revision, counter)
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
-                wrote = True
             conn.execute("COMMIT")
-            return wrote
+            return revision
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -408,7 +599,10 @@ class SqliteStore:
                     self._notify()
 
     async def _revoke(self, leases: list[int]) -> bool:
-        return await self._run(self._revoke_sync, leases, False)
+        revision = await self._run(self._revoke_sync, leases, False)
+        if revision:
+            self._forget_recent(revision)
+        return bool(revision)
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def close(self) -> None:
@@ -422,6 +616,15 @@ class SqliteStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
         self._notify()
         self._executor.shutdown(wait=True)
+
+
+def _events(rows: list[tuple[Any, ...]]) -> list[Row]:
+    """History rows (rev, idx, key, type, value, create_rev, version, lease) as watch events."""
+    events = []
+    for rev, idx, key, kind, value, create_rev, version, lease in rows:
+        kv = KeyValue(key, value, create_rev, rev, version, lease)
+        events.append((rev, idx, WatchEvent("put" if kind == _PUT else "delete", kv)))
+    return events
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -142,6 +142,8 @@ class Proc:
     def stop(self, timeout: float = 30.0) -> int:
         """SIGINT (a clean shutdown), SIGKILL after `timeout`; the exit code."""
         if self.popen is None or self.popen.poll() is not None:
+            if self.popen is not None:
+                self.log.close()
             return self.popen.returncode if self.popen else 0
         self.popen.send_signal(signal.SIGCONT)
         self.popen.send_signal(signal.SIGINT)
@@ -298,6 +300,7 @@ class Cluster:
     ) -> None:
         host = self.network.gateway if self.network else "127.0.0.1"
         self.http_port = free_port(host)
+        self.dns_port = free_port()  # the server's DNS (UDP and TCP) on 127.0.0.1
         self.addr = f"http://{host}:{self.http_port}"
         self.env = {"MOORAGE_ADDR": self.addr}
         self.server = Proc(
@@ -309,7 +312,7 @@ class Cluster:
                 "--http-addr",
                 f"{host}:{self.http_port}",
                 "--dns-addr",
-                f"127.0.0.1:{free_port()}",
+                f"127.0.0.1:{self.dns_port}",
                 *server_args,
             ],
             self.root / "server.log",

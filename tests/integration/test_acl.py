@@ -1,0 +1,150 @@
+"""ACLs on a real server started with --acl: default deny, tokens with policies, bootstrap once,
+secrets kept only as SHA-256, and the CLI, the Consul API, KV and exec all honouring them."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .cluster import MOORAGE, Cluster, http_spec
+
+pytestmark = pytest.mark.integration
+
+
+CLIENTS: list[httpx.Client] = []
+
+
+@pytest.fixture
+def acl_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with Cluster(tmp_path, server_args=["--acl"]) as cluster:
+        try:
+            yield cluster
+        finally:
+            while CLIENTS:
+                CLIENTS.pop().close()
+
+
+def as_token(cluster: Cluster, token: str | None) -> httpx.Client:
+    headers = {"X-Consul-Token": token} if token else {}
+    CLIENTS.append(httpx.Client(base_url=cluster.addr, headers=headers, timeout=30))
+    return CLIENTS[-1]
+
+
+def create_token(cluster: Cluster, policy: str, *rules: str) -> str:
+    args = [arg for rule in rules for arg in ("--rule", rule)]
+    cluster.cli("acl", "policy", "create", policy, *args)
+    created: dict[str, Any] = cluster.cli_json("acl", "token", "create", "--policy", policy)
+    return str(created["SecretID"])
+
+
+def test_acls_deny_by_default_and_grant_by_policy(acl_cluster: Cluster) -> None:
+    cluster = acl_cluster
+    anonymous = as_token(cluster, None)
+    denied = anonymous.get("/v1/services")
+    assert denied.status_code == 403 and denied.json()["code"] == "permission_denied"
+    assert "anonymous" in denied.json()["message"]
+    assert anonymous.put("/v1/kv/app/x", content=b"1").status_code == 403
+    assert as_token(cluster, "made-up").get("/v1/kv/app/x").status_code == 403
+    assert anonymous.get("/v1/status/leader").status_code == 200  # open, as in Consul
+
+    management = cluster.cli_json("acl", "bootstrap")["SecretID"]
+    again = cluster.cli("acl", "bootstrap", check=False)
+    assert again.returncode == 1 and "already" in again.stderr
+    cluster.env["MOORAGE_HTTP_TOKEN"] = management
+    cluster.http.headers["X-Moorage-Token"] = management
+
+    bad = cluster.cli("acl", "policy", "create", "bad", "--rule", "kv:app/=admin", check=False)
+    assert bad.returncode == 2 and "rule[0]" in bad.stderr and "admin" in bad.stderr
+
+    app = create_token(cluster, "app-rw", "kv:app/=write")
+    reader = create_token(cluster, "reader", "kv:=read", "service:=read")
+    web_exec = create_token(cluster, "web-exec", "service:web=read", "exec:web=write")
+
+    admin = as_token(cluster, management)
+    assert admin.put("/v1/kv/app/x", content=b"1").json() is True
+    assert admin.put("/v1/kv/other/y", content=b"2").json() is True
+
+    # a kv:app/ token reads and writes app/, and cannot read other/
+    as_app = as_token(cluster, app)
+    assert as_app.get("/v1/kv/app/x", params={"raw": ""}).content == b"1"
+    assert as_app.put("/v1/kv/app/z", content=b"3").json() is True
+    other = as_app.get("/v1/kv/other/y")
+    assert other.status_code == 403 and "kv:other/y read" in other.json()["message"]
+    # a read token cannot write
+    as_reader = as_token(cluster, reader)
+    assert as_reader.get("/v1/kv/other/y", params={"raw": ""}).content == b"2"
+    assert as_reader.put("/v1/kv/other/y", content=b"4").status_code == 403
+    assert as_reader.get("/v1/services").status_code == 200
+    assert as_reader.post("/v1/services/web/scale", json={"count": 2}).status_code == 403
+
+    # deploying needs service write on that name; the agent still runs tasks (join token)
+    spec = http_spec(count=1, extra="discovery: {}")
+    refused = as_reader.post(
+        "/v1/services", content=spec.encode(), headers={"Content-Type": "application/yaml"}
+    )
+    assert refused.status_code == 403 and "service:web write" in refused.json()["message"]
+    cluster.deploy(spec)
+    cluster.wait_running("web", 1)
+
+    # the Consul catalog lists only what the token may read
+    assert as_reader.get("/v1/catalog/services").json() == {"web": []}
+    assert as_app.get("/v1/catalog/services").json() == {}
+    assert as_app.get("/v1/health/service/web").status_code == 403
+
+    # exec needs exec write on that service
+    env = {**cluster.env}
+    cluster.env["MOORAGE_HTTP_TOKEN"] = web_exec
+    assert cluster.cli("exec", "web", "--", "true").returncode == 0
+    cluster.env["MOORAGE_HTTP_TOKEN"] = reader
+    no_exec = cluster.cli("exec", "web", "--", "true", check=False)
+    assert no_exec.returncode == 1 and "exec:web write" in no_exec.stderr
+    cluster.env.update(env)
+
+    # tokens are stored only as their SHA-256
+    state = (cluster.root / "server" / "state.db").read_bytes()
+    wal = cluster.root / "server" / "state.db-wal"
+    state += wal.read_bytes() if wal.exists() else b""
+    for secret in (management, app, reader, web_exec):
+        assert secret.encode() not in state
+    listed = cluster.cli("acl", "token", "ls").stdout
+    assert management not in listed and "management" in listed
+
+
+def test_acl_endpoints_refuse_while_acls_are_off(cluster: Cluster) -> None:
+    off = cluster.http.post("/v1/acl/bootstrap")
+    assert off.status_code == 409 and "--acl" in off.json()["message"]
+    assert cluster.http.get("/v1/services").status_code == 200  # no token needed
+
+
+def test_acl_dns_answers_only_what_the_anonymous_policy_may_read(tmp_path: Path) -> None:
+    from .test_dns import dig
+
+    with Cluster(tmp_path, server_args=["--acl", "--acl-dns"]) as cluster:
+        management = cluster.cli_json("acl", "bootstrap")["SecretID"]
+        cluster.env["MOORAGE_HTTP_TOKEN"] = management
+        cluster.http.headers["X-Moorage-Token"] = management
+        cluster.deploy(http_spec(count=1, extra="discovery: {}"))
+        cluster.wait_running("web", 1)
+        closed = dig(cluster.dns_port, "web.service.moorage", "A")
+        assert closed.status == "REFUSED", closed.output
+        assert dig(cluster.dns_port, "n1.node.moorage", "A").status == "REFUSED"
+        cluster.cli("acl", "policy", "create", "anonymous", "--rule", "service:web=read")
+        opened = dig(cluster.dns_port, "web.service.moorage", "A")
+        assert opened.status == "NOERROR" and opened.a == ["127.0.0.1"], opened.output
+        assert dig(cluster.dns_port, "n1.node.moorage", "A").status == "REFUSED"
+        # the HTTP API follows the same anonymous policy
+        with httpx.Client(base_url=cluster.addr) as anonymous:
+            assert anonymous.get("/v1/health/service/web").status_code == 200
+            assert anonymous.get("/v1/kv/x").status_code == 403
+    refused = subprocess.run(
+        [*MOORAGE, "server", "--acl-dns", "--data-dir", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2 and "acl-dns" in refused.stderr
