@@ -70,12 +70,15 @@ def test_catalog_and_health_answer_as_consul_does(cluster: Cluster) -> None:
 
 def test_a_critical_instance_is_listed_but_not_passing(cluster: Cluster, tmp_path: Path) -> None:
     flag = tmp_path / "fail"
-    spec = http_spec(count=2, container=CHECK, extra=DISCOVERY).replace(
+    extra = f"{DISCOVERY}\ndeployment: {{min_healthy_time: 0s}}"
+    spec = http_spec(count=2, container=CHECK, extra=extra).replace(
         "    stop_timeout: 3s\n", f"    stop_timeout: 3s\n    env: {{FAIL_FILE: {flag}}}\n"
     )
     cluster.deploy(spec)
     cluster.wait_running("web", 2)
     wait_for(lambda: len(cluster.healthy("web")) == 2, 20, 0.1)
+    # the deployment is over: failing checks from now on only change health, not the tasks
+    wait_for(lambda: cluster.cli_json("deployments", "web")[0]["status"] == "successful", 20)
     flag.touch()
 
     def critical() -> Any:
