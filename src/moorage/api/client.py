@@ -193,6 +193,21 @@ class Client:
     def remove_secret(self, name: str) -> None:
         self.request("DELETE", f"/v1/secrets/{name}")
 
+    def create_volume(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/v1/volumes", json=body)
+        return result
+
+    def volumes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/volumes")
+        return result
+
+    def volume(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/volumes/{quote(name, safe='')}")
+        return result
+
+    def remove_volume(self, name: str) -> None:
+        self.request("DELETE", f"/v1/volumes/{quote(name, safe='')}")
+
     def tasks(self, service: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in (("service", service), ("node", node)) if v}
         result: list[dict[str, Any]] = self.request("GET", "/v1/tasks", params=params)

@@ -15,7 +15,19 @@ import click
 from moorage import __version__
 from moorage.model import MoorageError, SpecError
 
-from . import acl, cluster, compose, daemons, execute, kv, secrets, services, tag, userevents
+from . import (
+    acl,
+    cluster,
+    compose,
+    daemons,
+    execute,
+    kv,
+    secrets,
+    services,
+    tag,
+    userevents,
+    volumes,
+)
 
 
 def exit_code(exc: BaseException) -> int:
@@ -97,7 +109,19 @@ def cli(ctx: click.Context, addr: str, token: str | None, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for module in (daemons, services, cluster, secrets, execute, compose, tag, acl, userevents, kv):
+for module in (
+    daemons,
+    services,
+    cluster,
+    secrets,
+    execute,
+    compose,
+    tag,
+    acl,
+    userevents,
+    kv,
+    volumes,
+):
     for command in module.COMMANDS:
         cli.add_command(command)
 

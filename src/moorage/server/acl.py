@@ -60,6 +60,9 @@ AGENT = {
     ("GET", "/v1/tasks/{id}/secrets"),
     ("GET", "/v1/nodes/{name}/registrations"),
     ("PUT", "/v1/registrations/{id}/checks/{check}"),
+    ("POST", "/v1/volumes/{name}/claim"),
+    ("POST", "/v1/volumes/{name}/renew"),
+    ("POST", "/v1/volumes/{name}/release"),
 }
 
 
@@ -115,6 +118,9 @@ class AclGuard:
             return []  # filtered by the handler
         if pattern.startswith(("/v1/catalog/nodes", "/v1/nodes")):
             return [Need("node", info.get("name", ""), read)]
+        if pattern.startswith("/v1/volumes"):
+            # No resource of their own yet: volumes belong to the services (all of them).
+            return [Need("service", "", read)]
         if pattern.startswith("/v1/secrets"):
             return [Need("secret", info.get("name", ""), read)]
         if pattern.startswith("/v1/exec/"):

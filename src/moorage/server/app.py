@@ -40,6 +40,7 @@ from .kv import KvApi
 from .logs import LogsProxy
 from .registrations import RegistrationsApi
 from .secrets import SecretBox, SecretsApi
+from .volumes import VolumesApi
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class Server:
             guard = AclGuard(cache, self.config.acl, api.guard)
             registrations = RegistrationsApi(cache, writer, self.clock)
             registrations.guard = api.guard
+            volumes = VolumesApi(cache, writer, self.clock)
+            volumes.guard = api.guard
             app = build_app(
                 api,
                 LogsProxy(cache, session),
@@ -124,6 +127,7 @@ class Server:
                 AclApi(cache, writer, self.clock, self.config.acl),
                 EventsApi(cache, writer, self.clock),
                 registrations,
+                volumes,
                 acl=guard,
             )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

@@ -20,6 +20,7 @@ from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDe
 from moorage.model.acl import Policy, Token
 from moorage.model.catalog import Registration
 from moorage.model.event import UserEvent
+from moorage.model.volume import Volume
 from moorage.store import Compacted, KeyValue, Store, StoreClosed, WatchEvent
 
 from .keys import ROOT, Kind, decode, key_kind
@@ -42,6 +43,11 @@ class Topic:
     ACL = "acl"
     USER_EVENTS = "user-events"
     REGISTRATIONS = "registrations"
+    VOLUMES = "volumes"
+
+    @staticmethod
+    def volume(name: str) -> str:
+        return f"volume:{name}"
 
     @staticmethod
     def node_registrations(node: str) -> str:
@@ -111,6 +117,8 @@ def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
         return (Topic.ACL,)
     if kind is Kind.USER_EVENT:
         return (Topic.USER_EVENTS,)
+    if kind is Kind.VOLUME:
+        return (Topic.VOLUMES, Topic.volume(name))
     if kind is Kind.REGISTRATION:
         out = [Topic.REGISTRATIONS]
         if isinstance(obj, Registration):
@@ -139,6 +147,7 @@ class StateCache:
         self.meta: dict[str, bytes] = {}
         self.user_events: dict[str, UserEvent] = {}  # by key, in key (time) order
         self.registrations: dict[str, Registration] = {}  # by id
+        self.volumes: dict[str, Volume] = {}
         self.acl_tokens: dict[str, Token] = {}  # by accessor id
         self.acl_policies: dict[str, Policy] = {}
         self.acl_by_digest: dict[str, Token] = {}  # by the secret's SHA-256 (hex)
@@ -296,6 +305,7 @@ class StateCache:
         self.acl_tokens.clear()
         self.user_events.clear()
         self.registrations.clear()
+        self.volumes.clear()
         self.acl_policies.clear()
         self.acl_by_digest.clear()
         self.events.clear()
@@ -374,6 +384,8 @@ class StateCache:
             self.deployments[name] = obj
         elif isinstance(obj, Registration):
             self.registrations[name] = obj
+        elif isinstance(obj, Volume):
+            self.volumes[name] = obj
         elif isinstance(obj, UserEvent):
             obj = obj.model_copy(update={"ltime": kv.mod_revision})
             self.user_events[name] = obj
@@ -421,6 +433,8 @@ class StateCache:
             self.user_events.pop(name, None)
         elif kind is Kind.REGISTRATION:
             self.registrations.pop(name, None)
+        elif kind is Kind.VOLUME:
+            self.volumes.pop(name, None)
         elif kind is Kind.ACL_TOKEN:
             token = self.acl_tokens.pop(name, None)
             if token is not None:

@@ -13,6 +13,7 @@
 /moorage/acl-tokens/<accessor id>            ACL Token (its secret only as SHA-256)
 /moorage/acl-policies/<name>                 ACL Policy
 /moorage/kv/<key>                            KV store value (9-byte header: format, flags; raw bytes)
+/moorage/volumes/<name>                      Volume (attachments with leases and fencing epochs)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDe
 from moorage.model.acl import Policy, Token
 from moorage.model.catalog import Registration
 from moorage.model.event import UserEvent
+from moorage.model.volume import Volume
 
 ROOT = "/moorage/"
 
@@ -43,6 +45,7 @@ class Kind(StrEnum):
     USER_EVENT = "user-events"
     REGISTRATION = "registrations"
     ACL_POLICY = "acl-policies"
+    VOLUME = "volumes"
 
 
 MODELS: dict[Kind, type[BaseModel]] = {
@@ -57,6 +60,7 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.USER_EVENT: UserEvent,
     Kind.REGISTRATION: Registration,
     Kind.ACL_POLICY: Policy,
+    Kind.VOLUME: Volume,
 }
 
 
@@ -110,6 +114,10 @@ def acl_token_key(accessor_id: str) -> str:
 
 def acl_policy_key(name: str) -> str:
     return f"{ROOT}acl-policies/{name}"
+
+
+def volume_key(name: str) -> str:
+    return f"{ROOT}volumes/{name}"
 
 
 def meta_key(name: str) -> str:

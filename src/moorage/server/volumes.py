@@ -1,0 +1,212 @@
+"""Persistent volumes (docs/volumes.md): the object and the grants agents will ask for.
+
+    POST   /v1/volumes                  create (VolumeCreate body); 409 if the name is taken
+    GET    /v1/volumes                  list (blocking: ?index)
+    GET    /v1/volumes/{name}           one volume (blocking: ?index)
+    DELETE /v1/volumes/{name}           remove a detached volume; 409 naming the holder if not
+    POST   /v1/volumes/{name}/claim     agent: {node, task[, lease_ttl]} → attachment, epoch+1
+    POST   /v1/volumes/{name}/renew     agent: {node, task, epoch[, lease_ttl]} → lease extended
+    POST   /v1/volumes/{name}/release   agent: {node, task, epoch} → attachment dropped
+
+The grant rules are pure functions in `moorage.model.volume`; this module reads bodies, runs
+them inside a CAS loop (`StateWriter.update`) and records events. The agents' three routes are
+guarded by the join token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from moorage.model import Conflict, FieldError, NotFound, SpecError, validate_body
+from moorage.model.volume import (
+    GrantBody,
+    Volume,
+    VolumeCreate,
+    check_deletable,
+    claim,
+    new_volume,
+    release,
+    renew,
+)
+from moorage.state import StateCache, StateWriter, Topic
+from moorage.state import keys as k
+from moorage.state.writer import new_event
+
+from .api import respond, table
+from .blocking import block
+from .errors import read_json
+from .join import JoinGuard
+
+
+class VolumesApi:
+    def __init__(self, cache: StateCache, writer: StateWriter, clock: Callable[[], float]) -> None:
+        self.cache = cache
+        self.writer = writer
+        self.clock = clock
+        self.guard: JoinGuard | None = None  # set by the server: the grant routes are agents'
+
+    def _agent_only(self, request: web.Request) -> None:
+        if self.guard is not None:
+            self.guard.check(request)
+
+    # ---- users -------------------------------------------------------------------------
+    @table.add(
+        "GET",
+        "/v1/volumes",
+        "List volumes",
+        response=list[Volume],
+        blocking=True,
+        tags=("volumes",),
+    )
+    async def volume_list(self, request: web.Request) -> web.Response:
+        index = await block(request, self.cache, Topic.VOLUMES)
+        return respond(sorted(self.cache.volumes.values(), key=lambda v: v.name), index)
+
+    @table.add(
+        "GET",
+        "/v1/volumes/{name}",
+        "One volume, its attachments and epoch",
+        response=Volume,
+        blocking=True,
+        tags=("volumes",),
+    )
+    async def volume_get(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        index = await block(request, self.cache, Topic.volume(name))
+        volume = self.cache.volumes.get(name)
+        if volume is None:
+            raise NotFound(f"no volume named {name!r}")
+        return respond(volume, index)
+
+    @table.add(
+        "POST",
+        "/v1/volumes",
+        "Create a volume",
+        body=VolumeCreate,
+        response=Volume,
+        tags=("volumes",),
+    )
+    async def volume_create(self, request: web.Request) -> web.Response:
+        body = validate_body(VolumeCreate, await read_json(request))
+        now = self.clock()
+
+        def change(current: Volume | None) -> tuple[Volume, list[Any]]:
+            if current is not None:
+                raise Conflict(f"a volume named {body.name!r} exists already")
+            volume = new_volume(body, now)
+            where = f" on node {body.node}" if body.node else ""
+            size = f", {body.size} MiB" if body.size else ""
+            text = f"volume {body.name} created ({body.driver}{where}{size}, {body.access})"
+            return volume, [new_event("volume.created", text, now=now, node=body.node)]
+
+        volume = await self.writer.update(k.volume_key(body.name), Volume, change)
+        return respond(volume)
+
+    @table.add(
+        "DELETE",
+        "/v1/volumes/{name}",
+        "Delete a detached volume (409 while a task holds it)",
+        tags=("volumes",),
+    )
+    async def volume_delete(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        now = self.clock()
+
+        def change(current: Volume | None) -> tuple[None, list[Any]]:
+            if current is None:
+                raise NotFound(f"no volume named {name!r}")
+            check_deletable(current, now)
+            return None, [new_event("volume.deleted", f"volume {name} deleted", now=now)]
+
+        await self.writer.update(k.volume_key(name), Volume, change)
+        return respond({"deleted": name})
+
+    # ---- the agents' side --------------------------------------------------------------
+    async def _grant_body(self, request: web.Request, epoch: bool) -> GrantBody:
+        body = validate_body(GrantBody, await read_json(request))
+        if epoch and body.epoch is None:
+            raise SpecError([FieldError("epoch", "is required: the epoch the claim granted")])
+        return body
+
+    @table.add(
+        "POST",
+        "/v1/volumes/{name}/claim",
+        "Agent: claim a volume for a task (an attachment with a lease and the next epoch)",
+        body=GrantBody,
+        response=Volume,
+        tags=("agents", "volumes"),
+    )
+    async def volume_claim(self, request: web.Request) -> web.Response:
+        self._agent_only(request)
+        name = request.match_info["name"]
+        body = await self._grant_body(request, epoch=False)
+        now = self.clock()
+
+        def change(current: Volume | None) -> tuple[Volume, list[Any]]:
+            if current is None:
+                raise NotFound(f"no volume named {name!r}")
+            granted = claim(current, body.node, body.task, now, body.lease_ttl)
+            text = (
+                f"volume {name} claimed by task {body.task} on {body.node} (epoch {granted.epoch})"
+            )
+            event = new_event("volume.claimed", text, now=now, task=body.task, node=body.node)
+            return granted, [event]
+
+        volume = await self.writer.update(k.volume_key(name), Volume, change)
+        return respond(volume)
+
+    @table.add(
+        "POST",
+        "/v1/volumes/{name}/renew",
+        "Agent: extend a claim's lease (409 when the epoch no longer holds it)",
+        body=GrantBody,
+        response=Volume,
+        tags=("agents", "volumes"),
+    )
+    async def volume_renew(self, request: web.Request) -> web.Response:
+        self._agent_only(request)
+        name = request.match_info["name"]
+        body = await self._grant_body(request, epoch=True)
+        assert body.epoch is not None
+        epoch = body.epoch
+        now = self.clock()
+
+        def change(current: Volume | None) -> tuple[Volume, list[Any]]:
+            if current is None:
+                raise NotFound(f"no volume named {name!r}")
+            return renew(current, body.node, body.task, epoch, now, body.lease_ttl), []
+
+        volume = await self.writer.update(k.volume_key(name), Volume, change)
+        return respond(volume)
+
+    @table.add(
+        "POST",
+        "/v1/volumes/{name}/release",
+        "Agent: release a claim (a stale epoch changes nothing)",
+        body=GrantBody,
+        response=Volume,
+        tags=("agents", "volumes"),
+    )
+    async def volume_release(self, request: web.Request) -> web.Response:
+        self._agent_only(request)
+        name = request.match_info["name"]
+        body = await self._grant_body(request, epoch=True)
+        assert body.epoch is not None
+        epoch = body.epoch
+        now = self.clock()
+
+        def change(current: Volume | None) -> tuple[Volume, list[Any]]:
+            if current is None:
+                raise NotFound(f"no volume named {name!r}")
+            released, found = release(current, body.node, body.task, epoch, now)
+            if not found:
+                return released, []
+            text = f"volume {name} released by task {body.task} on {body.node} (epoch {epoch})"
+            event = new_event("volume.released", text, now=now, task=body.task, node=body.node)
+            return released, [event]
+
+        volume = await self.writer.update(k.volume_key(name), Volume, change)
+        return respond(volume)

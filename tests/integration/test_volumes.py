@@ -1,0 +1,151 @@
+"""Persistent volumes, the first part: the object, its API and CLI, and the grants (claim,
+renew, release with fencing epochs) the agents will use, exercised at the server level."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def agent(cluster: Cluster) -> httpx.Client:
+    """A client carrying the join token, as an agent's calls do."""
+    return httpx.Client(
+        base_url=cluster.addr, timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
+    )
+
+
+def test_volume_lifecycle_claims_and_fencing(cluster: Cluster) -> None:
+    # create through the CLI; bad input exits 2 naming the field
+    created = cluster.cli_json("volume", "create", "data", "--driver", "shared", "--size", "64")
+    assert created["name"] == "data" and created["size"] == 64
+    assert (created["state"], created["epoch"], created["access"]) == (
+        "detached",
+        0,
+        "single-writer",
+    )
+    no_node = cluster.cli("volume", "create", "db", "--driver", "local", check=False)
+    assert no_node.returncode == 2 and "node" in no_node.stderr
+    bad_name = cluster.cli("volume", "create", "Bad_Name", "--driver", "shared", check=False)
+    assert bad_name.returncode == 2 and "name" in bad_name.stderr
+    again = cluster.cli("volume", "create", "data", "--driver", "shared", check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+    assert (
+        cluster.http.post("/v1/volumes", json={"name": "data", "driver": "shared"}).status_code
+        == 409
+    )
+    bad = cluster.http.post("/v1/volumes", json={"name": "x", "driver": "nfs", "size": -1})
+    assert bad.status_code == 400
+    assert {e["field"] for e in bad.json()["errors"]} == {"driver", "size"}
+    local = cluster.cli_json("volume", "create", "db", "--driver", "local", "--node", "n1")
+    assert local["node"] == "n1"
+
+    # list (blocking on ?index) and inspect
+    listed = cluster.http.get("/v1/volumes")
+    assert [v["name"] for v in listed.json()] == ["data", "db"]
+    assert [v["name"] for v in cluster.cli_json("volume", "ls")] == ["data", "db"]
+    assert "data" in cluster.cli("volume", "ls").stdout
+    assert cluster.cli_json("volume", "inspect", "data")["driver"] == "shared"
+    missing = cluster.cli("volume", "inspect", "nope", check=False)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+    index = int(listed.headers["X-Moorage-Index"])
+    woke: dict[str, Any] = {}
+
+    def blocked() -> None:
+        with httpx.Client(base_url=cluster.addr, timeout=60) as client:
+            woke["r"] = client.get("/v1/volumes", params={"index": index, "wait": "30s"})
+
+    waiter = threading.Thread(target=blocked)
+    waiter.start()
+    time.sleep(0.3)
+    assert "r" not in woke
+
+    with agent(cluster) as n:
+        # the grant routes are the agents': no join token, no claim
+        refused = cluster.http.post("/v1/volumes/data/claim", json={"node": "n1", "task": "t1"})
+        assert refused.status_code == 401
+
+        claim1 = n.post("/v1/volumes/data/claim", json={"node": "n1", "task": "t1", "lease_ttl": 1})
+        assert claim1.status_code == 200, claim1.text
+        assert claim1.json()["epoch"] == 1 and claim1.json()["state"] == "attached"
+        waiter.join(30)
+        assert woke["r"].json()[0]["epoch"] == 1  # the blocked list woke with the claim
+
+        short = n.post(
+            "/v1/volumes/data/claim", json={"node": "n1", "task": "t1", "lease_ttl": 0.1}
+        )
+        assert short.status_code == 400 and short.json()["errors"][0]["field"] == "lease_ttl"
+
+        second = n.post("/v1/volumes/data/claim", json={"node": "n2", "task": "t2"})
+        assert second.status_code == 409 and "n1" in second.json()["message"]
+        wrong = n.post("/v1/volumes/data/renew", json={"node": "n1", "task": "t1", "epoch": 5})
+        assert wrong.status_code == 409 and "lost" in wrong.json()["message"]
+        no_epoch = n.post("/v1/volumes/data/renew", json={"node": "n1", "task": "t1"})
+        assert no_epoch.status_code == 400 and no_epoch.json()["errors"][0]["field"] == "epoch"
+
+        # deleting is refused while attached, naming the holder
+        held = cluster.cli("volume", "rm", "data", check=False)
+        assert held.returncode == 1 and "t1" in held.stderr and "n1" in held.stderr
+
+        # the lease (1 s) and the grace (2 s) run out: n2 takes it with epoch 2, n1 is fenced
+        time.sleep(3.3)
+        taken = n.post("/v1/volumes/data/claim", json={"node": "n2", "task": "t2"})
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["epoch"] == 2
+        assert [(a["node"], a["epoch"]) for a in taken.json()["attachments"]] == [("n2", 2)]
+        fenced = n.post("/v1/volumes/data/renew", json={"node": "n1", "task": "t1", "epoch": 1})
+        assert fenced.status_code == 409 and "lost" in fenced.json()["message"]
+        renewed = n.post("/v1/volumes/data/renew", json={"node": "n2", "task": "t2", "epoch": 2})
+        assert renewed.status_code == 200 and renewed.json()["epoch"] == 2
+        # a stale release changes nothing; the holder's release detaches it
+        stale = n.post("/v1/volumes/data/release", json={"node": "n1", "task": "t1", "epoch": 1})
+        assert stale.status_code == 200 and stale.json()["state"] == "attached"
+        held = cluster.http.delete("/v1/volumes/data")
+        assert held.status_code == 409 and "task t2 on node n2" in held.json()["message"]
+        released = n.post("/v1/volumes/data/release", json={"node": "n2", "task": "t2", "epoch": 2})
+        assert released.status_code == 200
+        assert (released.json()["state"], released.json()["attachments"]) == ("detached", [])
+
+        # a local volume is granted only on its node
+        elsewhere = n.post("/v1/volumes/db/claim", json={"node": "n2", "task": "t3"})
+        assert elsewhere.status_code == 409 and "local to node n1" in elsewhere.json()["message"]
+
+    removed = cluster.cli("volume", "rm", "data")
+    assert "removed" in removed.stdout
+    assert cluster.http.get("/v1/volumes/data").status_code == 404
+    assert [v["name"] for v in cluster.cli_json("volume", "ls")] == ["db"]
+    gone = cluster.cli("volume", "rm", "data", check=False)
+    assert gone.returncode == 1
+
+    types = [e["type"] for e in cluster.events() if e["type"].startswith("volume.")]
+    for kind in ("volume.created", "volume.claimed", "volume.released", "volume.deleted"):
+        assert kind in types
+
+
+def test_volumes_under_acls(tmp_path: Path) -> None:
+    """`/v1/volumes` needs read (GET) or write on every service; the grants need the join token."""
+    with Cluster(tmp_path, server_args=["--acl"]) as cluster:
+        management = cluster.cli_json("acl", "bootstrap")["SecretID"]
+        cluster.env["MOORAGE_HTTP_TOKEN"] = management
+        cluster.cli("acl", "policy", "create", "reader", "--rule", "service:=read")
+        reader = cluster.cli_json("acl", "token", "create", "--policy", "reader")["SecretID"]
+        cluster.cli("volume", "create", "data", "--driver", "shared")
+        with httpx.Client(base_url=cluster.addr, timeout=30) as anonymous:
+            assert anonymous.get("/v1/volumes").status_code == 403
+        with httpx.Client(
+            base_url=cluster.addr, timeout=30, headers={"X-Moorage-Token": reader}
+        ) as read_only:
+            assert [v["name"] for v in read_only.get("/v1/volumes").json()] == ["data"]
+            denied = read_only.delete("/v1/volumes/data")
+            assert denied.status_code == 403 and "service" in denied.json()["message"]
+        with agent(cluster) as n:
+            claimed = n.post("/v1/volumes/data/claim", json={"node": "n1", "task": "t1"})
+            assert claimed.status_code == 200 and claimed.json()["epoch"] == 1
