@@ -71,7 +71,7 @@ def test_the_classic_ecs_sleep360_example_runs(
     assert cluster.cli("validate", "-f", str(path)).returncode == 0
 
 
-def test_seed_004_task_definition_validates_with_one_message_about_its_volume(
+def test_seed_004_task_definition_validates_with_one_notice_about_its_volume(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     path = tmp_path / "taskdef.json"
@@ -79,11 +79,14 @@ def test_seed_004_task_definition_validates_with_one_message_about_its_volume(
     result = cluster.cli("validate", "-f", str(path))
     assert "ecs-task-definition: valid" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "volumes.ecs-ebs-volume" in warnings[0]
-    assert "rexray/ebs" in warnings[0] and "later release" in warnings[0]
-    deploy = cluster.cli("deploy", "--ecs", str(path), check=False)
-    assert deploy.returncode == 2 and "volumes.ecs-ebs-volume" in deploy.stderr
+    assert len(warnings) == 1
+    assert "volumes[0].dockerVolumeConfiguration.driver" in warnings[0]
+    assert "rexray/ebs" in warnings[0] and "shared volume driver" in warnings[0]
+    # two tasks cannot share one single-writer volume: refused before anything is written
+    deploy = cluster.cli("deploy", "--ecs", str(path), "--count", "2", check=False)
+    assert deploy.returncode == 2 and "count" in deploy.stderr and "single-writer" in deploy.stderr
     assert cluster.http.get("/v1/services").json() == []
+    assert cluster.http.get("/v1/volumes").json() == []
 
 
 def test_compose_file_starts_in_dependency_order(

@@ -149,3 +149,54 @@ def test_volumes_under_acls(tmp_path: Path) -> None:
         with agent(cluster) as n:
             claimed = n.post("/v1/volumes/data/claim", json={"node": "n1", "task": "t1"})
             assert claimed.status_code == 200 and claimed.json()["epoch"] == 1
+
+
+def test_deploying_specs_with_volumes(cluster: Cluster, tmp_path: Path) -> None:
+    """The server's half: cluster volumes created at deploy time, a missing one refused naming
+    the field, one writer per single-writer volume, stop-first deployments said up front."""
+    spec = """
+service: db
+count: 0
+containers: [{name: app, command: [sleep, "300"], mounts: [{volume: data, path: /data}]}]
+volumes:
+  data: {driver: shared, scope: shared, size: 1GiB}
+  scratch: {size: 64MiB}
+"""
+    path = tmp_path / "db.yaml"
+    path.write_text(spec)
+    out = cluster.cli("deploy", "-f", str(path), "--detach").stdout
+    assert "stop-first: single-writer volume data" in out
+    volume = cluster.cli_json("volume", "inspect", "data")
+    assert (volume["driver"], volume["size"], volume["scope"], volume["autoprovision"]) == (
+        "shared",
+        1024,
+        "shared",
+        True,
+    )
+    assert [v["name"] for v in cluster.cli_json("volume", "ls")] == ["data"]  # scratch: per task
+    (d,) = cluster.http.get("/v1/deployments", params={"service": "db"}).json()
+    assert d["strategy"] == "rolling" and d["stop_first"].startswith("single-writer volume data")
+    # a single-writer volume takes one task: scaling up is refused, naming the field
+    scaled = cluster.http.post("/v1/services/db/scale", json={"count": 2})
+    assert scaled.status_code == 400 and scaled.json()["errors"][0]["field"] == "count"
+    assert cluster.cli("scale", "db", "2", check=False).returncode == 2
+    # a volume that must exist, and one that exists with another driver
+    missing = spec.replace(
+        "scope: shared, size: 1GiB", "scope: shared, source: pgdata, autoprovision: false"
+    )
+    refused = cluster.http.post(
+        "/v1/services", content=missing, headers={"Content-Type": "application/yaml"}
+    )
+    assert refused.status_code == 400
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "volumes.data" and "moorage volume create pgdata" in error["message"]
+    clash = spec.replace("driver: shared, scope: shared", "driver: local, scope: shared")
+    refused = cluster.http.post(
+        "/v1/services", content=clash, headers={"Content-Type": "application/yaml"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "volumes.data.driver"
+    assert "pgdata" not in [v["name"] for v in cluster.http.get("/v1/volumes").json()]
+    # the volume outlives its service
+    cluster.cli("stop", "db")
+    assert cluster.http.get("/v1/volumes/data").status_code == 200

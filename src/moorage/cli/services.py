@@ -85,6 +85,8 @@ def deploy(
                 if r.get("deployment"):
                     line += f", deployment {r['deployment']}"
                 click.echo(line)
+                if r.get("stop_first"):
+                    click.echo(f"  stop-first: {r['stop_first']}")
         outcomes = []
         if not detach:
             deadline = time.monotonic() + timeout

@@ -62,14 +62,13 @@ def step(
         if task in healthy_new:
             healthy_new.remove(task)
 
-    stopped_old = _stop_old(plan, d, count, old, healthy_old, healthy_new)
-    old_left = len(old) - len(stopped_old)
-    healthy_old_left = len(healthy_old) - sum(1 for t in stopped_old if t.healthy)
-    started = _start_new(
-        plan, service, d, count, len(new), old_left, healthy_old_left, len(healthy_new), now, rng
+    # Stop-first (a single-writer volume): no surge, and no minimum to keep while replacing.
+    policy = (
+        d.model_copy(update={"strategy": "rolling", "min_healthy_percent": 0, "max_percent": 100})
+        if d.stop_first
+        else d
     )
-    placed = len(new) + started
-
+    stopped_old = _stop_old(plan, policy, count, old, healthy_old, healthy_new)
     # Old tasks told to stop still serve until their agent reports them stopped: the deployment
     # is done once they are gone, so the two sets never outlive it.
     draining = sum(
@@ -80,6 +79,23 @@ def step(
         and t.node is not None
         and not t.status.terminal
     )
+    old_left = len(old) - len(stopped_old)
+    if d.stop_first:
+        old_left += draining  # a replacement is created once the old task is gone
+    healthy_old_left = len(healthy_old) - sum(1 for t in stopped_old if t.healthy)
+    started = _start_new(
+        plan,
+        service,
+        policy,
+        count,
+        len(new),
+        old_left,
+        healthy_old_left,
+        len(healthy_new),
+        now,
+        rng,
+    )
+    placed = len(new) + started
     old_left = len(old) - len(stopped_old) + draining
     done = len(healthy_new) == count and len(new) == count and old_left == 0
     update: dict[str, object] = {
@@ -205,6 +221,7 @@ def _start_new(
         room = min(wanted, max_total - old_left - have)
         min_healthy = math.ceil(count * d.min_healthy_percent / 100)
         stuck = room <= 0 and healthy_old + healthy_new <= min_healthy and have == healthy_new
+        stuck = stuck and not d.stop_first  # stop-first never surges
         if stuck:
             room = 1  # max_percent leaves no room and nothing may stop: surge by one task
     for _ in range(max(room, 0)):
@@ -254,6 +271,7 @@ def _fail(
         progress_deadline=d.progress_deadline,
         auto_rollback=False,
         rollback_of=d.id,
+        stop_first=d.stop_first,
         created_at=now,
         progress_at=now,
         updated_at=now,

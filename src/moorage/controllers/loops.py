@@ -59,7 +59,12 @@ class Reconciler:
         """One decision and its writes; True if it wrote anything (decide again at once)."""
         cache = self.cache
         snapshot = Snapshot(
-            cache.services, cache.taskdefs, cache.tasks, cache.nodes, cache.deployments
+            cache.services,
+            cache.taskdefs,
+            cache.tasks,
+            cache.nodes,
+            cache.deployments,
+            cache.volumes,
         )
         plan = reconcile(snapshot, self.clock(), seed=cache.revision ^ self.salt)
         self.rounds += 1

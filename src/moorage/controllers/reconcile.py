@@ -31,6 +31,7 @@ from moorage.model import (
     TaskDefinition,
     TaskStatus,
 )
+from moorage.model.volume import Volume
 from moorage.scheduler import Alloc, Ask, ClusterState, NodeInfo, place
 
 from .deployments import step
@@ -44,6 +45,7 @@ class Snapshot:
     tasks: Mapping[str, Task]
     nodes: Mapping[str, Node]
     deployments: Mapping[str, Deployment] = field(default_factory=dict)
+    volumes: Mapping[str, Volume] = field(default_factory=dict)
 
 
 def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
@@ -295,6 +297,12 @@ def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> Non
         if service is None or taskdef is None:
             continue
         ask = service_ask(service, taskdef, len(group))
+        pin, waiting = volume_pin(snapshot, taskdef)
+        if waiting:
+            _mark_unplaced(plan, service, group, waiting)
+            continue
+        if pin is not None:
+            ask = replace(ask, constraints=(*ask.constraints, pin))
         sources = sorted({t.node for t in migrating.get(name, []) if t.node is not None})
         if sources:
             away = Constraint(attr="node.name", op="not in", values=tuple(sources))
@@ -322,6 +330,31 @@ def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> Non
                 left = _cancel_moves(plan, service, left, migrating[service.name], unplaced.reason)
             if left:
                 _mark_unplaced(plan, service, left, unplaced.reason)
+
+
+def volume_pin(snapshot: Snapshot, taskdef: TaskDefinition) -> tuple[Constraint | None, str]:
+    """Where a task on local cluster volumes must go: (the constraint pinning it to their
+    node, or why it waits: that node is not ready, or two of its volumes live apart)."""
+    nodes = set()
+    for key, entry in taskdef.claimed_volumes().items():
+        volume = snapshot.volumes.get(entry.volume_name(key))
+        if volume is not None and volume.driver == "local" and volume.node is not None:
+            nodes.add((volume.name, volume.node))
+    if not nodes:
+        return None, ""
+    names = {node for _name, node in nodes}
+    if len(names) > 1:
+        where = ", ".join(f"{name} on {node}" for name, node in sorted(nodes))
+        return None, f"its local volumes live on different nodes ({where})"
+    name, node_name = min(nodes)
+    node = snapshot.nodes.get(node_name)
+    if node is None or node.status != NodeStatus.READY:
+        state = "unknown" if node is None else node.status.value
+        return None, (
+            f"volume {name} is local to node {node_name}, which is {state}: "
+            "the task waits for that node"
+        )
+    return Constraint(attr="node.name", op="==", values=(node_name,)), ""
 
 
 def _cancel_moves(

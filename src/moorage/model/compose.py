@@ -251,9 +251,19 @@ def _service(
             continue
         mounts.append({"volume": _dns(source), "path": target})
         options = named_volumes.get(source) or {}
-        volumes[_dns(source)] = (
-            {"plugin": options.get("driver", "local")} if options.get("driver") else {}
-        )
+        plugin = str(options.get("driver") or "local")
+        # A named volume outlives the containers: a cluster volume (scope shared). Docker's
+        # local driver keeps it on one node; any other driver is served by the shared driver.
+        volume: dict[str, Any] = {"scope": "shared", "autoprovision": True}
+        if plugin != "local":
+            volume |= {"driver": "shared", "plugin": plugin}
+            warnings.append(
+                FieldError(
+                    f"volumes.{source}.driver",
+                    f"{plugin} is served by moorage's shared volume driver (docs/volumes.md)",
+                )
+            )
+        volumes[_dns(source)] = volume
     container["mounts"] = mounts
     deploy = raw.get("deploy") or {}
     body: dict[str, Any] = {"service": _dns(name), "containers": [container], "volumes": volumes}

@@ -47,6 +47,8 @@ class Deployment(BaseModel):
     progress_deadline: float = 600.0
     auto_rollback: bool = True
     rollback_of: str | None = None  # set on the deployment that rolls back a failed one
+    # Why old tasks stop before new ones start (a single-writer volume); "" when they need not.
+    stop_first: str = ""
     status: DeploymentStatus = DeploymentStatus.RUNNING
     message: str = ""
     healthy: int = 0  # new tasks healthy for at least min_healthy_time

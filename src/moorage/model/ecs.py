@@ -221,12 +221,27 @@ def _volumes(
         spec: dict[str, Any] = {}
         docker = volume.get("dockerVolumeConfiguration")
         if docker:
+            plugin = str(docker.get("driver") or "local")
+            options = {k: str(v) for k, v in (docker.get("driverOpts") or {}).items()}
             spec |= {
                 "scope": "shared" if docker.get("scope") == "shared" else "task",
-                "autoprovision": bool(docker.get("autoprovision", True)),
-                "plugin": docker.get("driver") or "local",
-                "plugin_options": {k: str(v) for k, v in (docker.get("driverOpts") or {}).items()},
+                # ECS: autoprovision only applies to shared scope, and is off unless set
+                "autoprovision": bool(docker.get("autoprovision", False)),
+                "plugin": plugin,
+                "plugin_options": options,
             }
+            if plugin != "local":
+                spec["driver"] = "shared"
+                size = options.get("size")
+                if plugin.startswith("rexray/") and size and size.isdigit():
+                    spec["size"] = f"{size}GiB"  # REX-Ray's size option is in GiB
+                warnings.append(
+                    FieldError(
+                        f"{at}.dockerVolumeConfiguration.driver",
+                        f"{plugin} is served by moorage's shared volume driver: the volume "
+                        "re-attaches on any node, one writer at a time (docs/volumes.md)",
+                    )
+                )
         host = volume.get("host")
         if host:
             spec["host_path"] = host.get("sourcePath")

@@ -157,6 +157,14 @@ class ServiceSpec(Strict):
                             f"unknown volume {mount.volume!r} (declare it under volumes)",
                         )
                     )
+                volume = self.volumes.get(mount.volume)
+                if volume is not None and volume.access == "read-only-many" and not mount.read_only:
+                    problems.append(
+                        FieldError(
+                            f"{at}.mounts[{j}].read_only",
+                            f"volume {mount.volume!r} is read-only-many: mount it read_only: true",
+                        )
+                    )
             for j, dep in enumerate(container.depends_on):
                 if dep.container not in names or dep.container == container.name:
                     problems.append(
@@ -181,6 +189,7 @@ class ServiceSpec(Strict):
                 FieldError("containers", f"depends_on forms a cycle: {' -> '.join(cycle)}")
             )
         problems.extend(_port_problems(self.containers))
+        problems.extend(_volume_problems(self.volumes, self.count))
         if self.discovery is not None and self.discovery.port is not None:
             all_ports = {p.name for c in self.containers for p in c.ports}
             if self.discovery.port not in all_ports:
@@ -190,6 +199,33 @@ class ServiceSpec(Strict):
         if problems:
             raise FieldProblems(problems)
         return self
+
+
+def _volume_problems(volumes: dict[str, VolumeSpec], count: int) -> list[FieldError]:
+    problems = []
+    names: dict[str, str] = {}
+    for key, volume in volumes.items():
+        at = f"volumes.{key}"
+        if volume.scope == "shared":
+            name = volume.volume_name(key)
+            if name in names:
+                problems.append(
+                    FieldError(f"{at}.source", f"volume {name!r} is also {names[name]!r}")
+                )
+            names[name] = key
+            if volume.access == "single-writer" and count > 1:
+                problems.append(
+                    FieldError(
+                        "count",
+                        f"volume {name!r} is single-writer: one task holds it at a time, so "
+                        f"count must be at most 1 (or make the volume read-only-many)",
+                    )
+                )
+        elif volume.source is not None:
+            problems.append(
+                FieldError(f"{at}.source", "only a scope: shared volume names a cluster volume")
+            )
+    return problems
 
 
 def _dependency_cycle(containers: list[Container]) -> list[str]:

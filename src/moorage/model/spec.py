@@ -6,6 +6,7 @@ validate_body(Model, data) -> Model            the same error shape for any API 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import yaml
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import FieldError, FieldProblems, SpecError
 from .service import ServiceSpec
+from .volume import Volume
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -118,15 +120,52 @@ def parse_specs(text: str) -> list[ServiceSpec]:
 
 
 def not_yet_honoured(spec: ServiceSpec, prefix: str = "") -> list[FieldError]:
-    """What a valid spec asks that this release cannot do yet: recorded, but not deployable."""
-    problems = []
-    for name, volume in spec.volumes.items():
-        what = f" (driver {volume.plugin})" if volume.plugin else ""
-        problems.append(
-            FieldError(
-                f"{prefix}volumes.{name}",
-                f"volume{what} is recorded, but volumes arrive with volume drivers in a later "
-                "release: deploying a service that uses volumes is refused until then",
-            )
+    """What a valid spec asks that this release cannot do: recorded, but not deployable."""
+    return [
+        FieldError(
+            f"{prefix}volumes.{name}.host_path",
+            "host paths are not supported: declare a local or shared volume instead "
+            "(docs/volumes.md)",
         )
+        for name, volume in spec.volumes.items()
+        if volume.host_path is not None
+    ]
+
+
+def volume_problems(
+    spec: ServiceSpec, volumes: Mapping[str, Volume], prefix: str = ""
+) -> list[FieldError]:
+    """The spec's cluster volumes against those that exist: a missing one that is not
+    autoprovisioned, or one that exists with another driver or access mode."""
+    problems = []
+    for key, entry in spec.volumes.items():
+        if entry.scope != "shared":
+            continue
+        name = entry.volume_name(key)
+        at = f"{prefix}volumes.{key}"
+        existing = volumes.get(name)
+        if existing is None:
+            if not entry.autoprovision:
+                problems.append(
+                    FieldError(
+                        at,
+                        f"no volume named {name!r}: create it (moorage volume create {name} "
+                        f"--driver {entry.driver}) or set autoprovision: true",
+                    )
+                )
+            continue
+        if existing.driver != entry.driver:
+            problems.append(
+                FieldError(
+                    f"{at}.driver",
+                    f"volume {name!r} exists with driver {existing.driver}, not {entry.driver}",
+                )
+            )
+        if existing.access != entry.access:
+            problems.append(
+                FieldError(
+                    f"{at}.access",
+                    f"volume {name!r} exists with access {existing.access}, not {entry.access}",
+                )
+            )
     return problems

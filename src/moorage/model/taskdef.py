@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -148,15 +150,57 @@ class Container(Strict):
         return "docker" if self.image is not None else "process"
 
 
+SIZE_PATTERN = r"^\s*(\d+)\s*([KMGT]i?B?|[KMGT]|B)?\s*$"
+_SIZE_UNITS = {"": 1.0, "B": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def size_mib(text: str) -> int:
+    """`5GiB`, `5G`, `512MiB`, `512M`, `512` (MiB), `1048576B` (bytes) → MiB, rounded up."""
+    match = re.match(SIZE_PATTERN, text, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (like 512MiB or 5GiB)")
+    raw = (match.group(2) or "").upper()
+    unit = "B" if raw == "B" else raw[:1]
+    mib = int(match.group(1)) * _SIZE_UNITS[unit]
+    return max(1, math.ceil(mib))
+
+
 class VolumeSpec(Strict):
+    """A volume a task definition's containers mount (docs/volumes.md).
+
+    `scope: shared` names a cluster volume (`source`, default: the key) that outlives tasks and
+    deployments: the server creates it at deploy time when `autoprovision` is set (else it must
+    exist), and the node's agent claims it before starting the task. `scope: task` is created
+    with its task on its node and deleted after.
+    """
+
     driver: Literal["local", "shared"] = "local"
-    size: str | None = None
+    source: str | None = Field(default=None, pattern=NAME_PATTERN)
+    size: str | None = None  # 5GiB, 512MiB, 512 (MiB)
     scope: Literal["task", "shared"] = "task"
+    access: Literal["single-writer", "read-only-many"] = "single-writer"
     autoprovision: bool = True
     read_only: bool = False
     host_path: str | None = None  # an imported host volume (ECS `host.sourcePath`)
     plugin: str | None = None  # an imported Docker volume driver (ECS, compose), recorded
     plugin_options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_text(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            size_mib(value)  # a ValueError names what a size looks like
+        return value
+
+    @property
+    def size_mib(self) -> int | None:
+        return size_mib(self.size) if self.size is not None else None
+
+    def volume_name(self, key: str) -> str:
+        """The cluster volume a `shared`-scope entry names."""
+        return self.source or key
 
 
 class TaskDefinition(Strict):
@@ -181,6 +225,20 @@ class TaskDefinition(Strict):
     @property
     def memory(self) -> int:
         return sum(c.memory for c in self.containers)
+
+    def claimed_volumes(self) -> dict[str, VolumeSpec]:
+        """The entries naming cluster volumes (`scope: shared`): claimed before the task starts."""
+        return {k: v for k, v in self.volumes.items() if v.scope == "shared"}
+
+    def single_writer_volumes(self) -> list[str]:
+        """The cluster volumes only one task at a time may hold (sorted names)."""
+        return sorted(
+            {
+                v.volume_name(k)
+                for k, v in self.claimed_volumes().items()
+                if v.access == "single-writer"
+            }
+        )
 
     def content_hash(self) -> str:
         """Hash of what runs (not family, revision or time): equal hash means no new revision."""

@@ -29,10 +29,12 @@ from moorage.model import (
     SpecError,
     Task,
     TaskDefinition,
+    VolumeSpec,
     parse_specs,
 )
 from moorage.model.acl import Level
-from moorage.model.spec import not_yet_honoured, validate_body
+from moorage.model.spec import not_yet_honoured, validate_body, volume_problems
+from moorage.model.volume import Volume
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
 from moorage.state.writer import MAX_ATTEMPTS, new_event
@@ -171,11 +173,14 @@ class Api:
             if name not in self.cache.secrets
         ]
         for position, spec in enumerate(specs):
-            missing += not_yet_honoured(spec, f"[{position}]." if len(specs) > 1 else "")
+            prefix = f"[{position}]." if len(specs) > 1 else ""
+            missing += not_yet_honoured(spec, prefix)
+            missing += volume_problems(spec, self.cache.volumes, prefix)
         if missing:
             raise SpecError(missing)
         results = []
         for spec in specs:  # every spec is valid before the first write
+            await self._provision_volumes(spec)
             _service, taskdef, created, deployment = await self.writer.deploy(spec)
             results.append(
                 DeployResult(
@@ -184,9 +189,43 @@ class Api:
                     created=created,
                     count=spec.count,
                     deployment=deployment.id if deployment else None,
+                    stop_first=deployment.stop_first if deployment else "",
                 )
             )
         return respond(results)
+
+    async def _provision_volumes(self, spec: ServiceSpec) -> None:
+        """Create the cluster volumes the spec autoprovisions (an existing one is kept)."""
+        now = self.clock()
+        for key, entry in spec.volumes.items():
+            if entry.scope != "shared" or not entry.autoprovision:
+                continue
+            name = entry.volume_name(key)
+            if name in self.cache.volumes:
+                continue
+
+            def change(
+                current: Volume | None, entry: VolumeSpec = entry, name: str = name
+            ) -> tuple[Volume | None, list[Any]]:
+                if current is not None:
+                    return current, []
+                volume = Volume(
+                    name=name,
+                    driver=entry.driver,
+                    size=entry.size_mib,
+                    scope="shared",
+                    access=entry.access,
+                    autoprovision=True,
+                    created_at=now,
+                )
+                size = f", {volume.size} MiB" if volume.size else ""
+                text = (
+                    f"volume {name} created for service {spec.service} "
+                    f"({volume.driver}{size}, {volume.access})"
+                )
+                return volume, [new_event("volume.created", text, now=now, service=spec.service)]
+
+            await self.writer.update(k.volume_key(name), Volume, change)
 
     @table.add(
         "POST",
@@ -228,7 +267,19 @@ class Api:
     async def scale(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = validate_body(ScaleBody, await read_json(request))
-        self.service(name)
+        service = self.service(name)
+        taskdef = self.cache.taskdefs.get((service.family, service.revision))
+        exclusive = taskdef.single_writer_volumes() if taskdef is not None else []
+        if exclusive and body.count > 1:
+            raise SpecError(
+                [
+                    FieldError(
+                        "count",
+                        f"{name} uses the single-writer volume {exclusive[0]!r}: one task "
+                        "holds it at a time, so count must be at most 1",
+                    )
+                ]
+            )
         now = self.clock()
 
         def change(current: Service | None) -> tuple[Service | None, list[Any]]:
@@ -240,9 +291,9 @@ class Api:
                 update={"count": body.count, "status": "active", "updated_at": now}
             ), [event]
 
-        service = await self.writer.update(k.service_key(name), Service, change)
-        assert service is not None
-        return respond(self.summary(service))
+        scaled = await self.writer.update(k.service_key(name), Service, change)
+        assert scaled is not None
+        return respond(self.summary(scaled))
 
     @table.add(
         "POST",
@@ -294,6 +345,7 @@ class Api:
             created=created,
             count=spec.count,
             deployment=deployment.id if deployment else None,
+            stop_first=deployment.stop_first if deployment else "",
         )
         return respond(result)
 
@@ -324,7 +376,12 @@ class Api:
         for _ in range(MAX_ATTEMPTS):
             cache = self.cache
             snapshot = Snapshot(
-                cache.services, cache.taskdefs, cache.tasks, cache.nodes, cache.deployments
+                cache.services,
+                cache.taskdefs,
+                cache.tasks,
+                cache.nodes,
+                cache.deployments,
+                cache.volumes,
             )
             decision = plan_rebalance(snapshot, name, seed=cache.revision)
             result = _rebalance_result(decision)

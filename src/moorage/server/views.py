@@ -31,6 +31,7 @@ class DeployResult(BaseModel):
     created: bool  # False when the spec matched the latest revision (nothing new registered)
     count: int
     deployment: str | None = None  # the deployment this started (None: nothing to roll out)
+    stop_first: str = ""  # why its old tasks stop before new ones start (single-writer volume)
 
 
 class RebalanceMove(BaseModel):

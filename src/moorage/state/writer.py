@@ -45,14 +45,19 @@ def new_deployment(
     policy: DeploymentPolicy,
     now: float,
     rollback_of: str | None = None,
+    stop_first: str = "",
 ) -> Deployment:
+    strategy = policy.strategy
+    if stop_first and strategy == "blue_green":
+        strategy = "rolling"  # two sets at once would need two writers
+        stop_first += " (blue/green runs as a stop-first rolling deployment)"
     return Deployment(
         id=f"{service}-{to_revision}-{secrets.token_hex(3)}",
         service=service,
         family=family,
         from_revision=from_revision,
         to_revision=to_revision,
-        strategy=policy.strategy,
+        strategy=strategy,
         count=count,
         min_healthy_percent=policy.min_healthy_percent,
         max_percent=policy.max_percent,
@@ -60,9 +65,23 @@ def new_deployment(
         progress_deadline=policy.progress_deadline,
         auto_rollback=policy.auto_rollback,
         rollback_of=rollback_of,
+        stop_first=stop_first,
         created_at=now,
         progress_at=now,
         updated_at=now,
+    )
+
+
+def stop_first_reason(*taskdefs: TaskDefinition | None) -> str:
+    """Why a deployment between these revisions must stop each old task before starting its
+    replacement: a single-writer volume one of them holds ("" when none does)."""
+    names = sorted({n for t in taskdefs if t is not None for n in t.single_writer_volumes()})
+    if not names:
+        return ""
+    which = ", ".join(names)
+    return (
+        f"single-writer volume {which}: each old task stops and releases it before its "
+        "replacement starts (no surge)"
     )
 
 
@@ -136,7 +155,12 @@ class StateWriter:
                 revision=(latest.revision + 1) if latest else 1,
                 containers=spec.containers,
                 volumes=spec.volumes,
-                stop_on_disconnect=spec.stop_on_disconnect,
+                # A writer cut off from the servers stops before its volume may move.
+                stop_on_disconnect=spec.stop_on_disconnect
+                or any(
+                    v.scope == "shared" and v.access == "single-writer"
+                    for v in spec.volumes.values()
+                ),
                 created_at=self.clock(),
             )
             if latest is not None and latest.content_hash() == candidate.content_hash():
@@ -167,6 +191,11 @@ class StateWriter:
             deployment_id = current.deployment_id if current else None
             if moving:
                 serving = current is not None and current.status == "active"
+                before = (
+                    self.cache.taskdefs.get((current.family, current.revision))
+                    if serving and current is not None
+                    else None
+                )
                 deployment = new_deployment(
                     spec.service,
                     taskdef.family,
@@ -175,6 +204,7 @@ class StateWriter:
                     spec.count,
                     spec.deployment,
                     now,
+                    stop_first=stop_first_reason(taskdef, before),
                 )
                 started.append(deployment)
                 deployment_id = deployment.id
@@ -234,6 +264,10 @@ class StateWriter:
                 current.count,
                 current.deployment,
                 now,
+                stop_first=stop_first_reason(
+                    self.cache.taskdefs.get((current.family, target)),
+                    self.cache.taskdefs.get((current.family, current.revision)),
+                ),
             )
             started.append(deployment)
             ops: list[Op] = [*self._supersede(current, now)]

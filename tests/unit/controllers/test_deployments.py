@@ -242,3 +242,67 @@ def test_the_step_is_idempotent_when_nothing_moves() -> None:
     cluster = settled_v1()
     plan = reconcile(cluster.snapshot, cluster.now, seed=1)
     assert plan.empty
+
+
+class SlowStops(Cluster):
+    """An agent that needs `stop_ticks` rounds to stop a task (a writer flushing, unmounting)."""
+
+    def __init__(self, count: int, stop_ticks: int) -> None:
+        super().__init__(count)
+        self.stop_ticks = stop_ticks
+        self.stopping: dict[str, int] = {}
+        self.overlap: list[tuple[str, str]] = []
+
+    def agent(self) -> None:
+        tasks = dict(self.snapshot.tasks)
+        for task in tasks.values():
+            if task.desired == Desired.STOP and not task.status.terminal:
+                left = self.stopping.setdefault(task.id, self.stop_ticks) - 1
+                self.stopping[task.id] = left
+                if left > 0:  # keep it running this round: the base agent would stop it now
+                    tasks[task.id] = task.model_copy(update={"desired": Desired.RUN})
+        saved = self.snapshot
+        self.snapshot = replace(saved, tasks=tasks)
+        super().agent()
+        after = {}
+        for task in self.snapshot.tasks.values():
+            if task.id in self.stopping and self.stopping[task.id] > 0:
+                task = task.model_copy(update={"desired": Desired.STOP})
+            after[task.id] = task
+        self.snapshot = replace(self.snapshot, tasks=after)
+        old = [t for t in after.values() if t.revision == 1 and not t.status.terminal]
+        new = [t for t in after.values() if t.revision == 2]
+        if old and new:
+            self.overlap.append((old[0].id, new[0].id))
+
+
+def test_stop_first_stops_the_old_task_before_creating_its_replacement() -> None:
+    """A single-writer volume: the old task is gone before the new one exists (no surge)."""
+    cluster = SlowStops(count=1, stop_ticks=3)
+    cluster.deploy(deployment(1, None, count=1), None)
+    cluster.run(10)
+    reason = "single-writer volume data: each old task stops ..."
+    cluster.deploy(deployment(2, 1, count=1, stop_first=reason), 1)
+    cluster.run(20)
+    d = cluster.snapshot.deployments["web-2-d"]
+    assert d.status == DeploymentStatus.SUCCESSFUL, d
+    assert cluster.overlap == []
+    assert len(cluster.live(2)) == 1 and cluster.live(1) == []
+    # the same rollout without stop-first surges: both revisions run side by side a while
+    surge = SlowStops(count=1, stop_ticks=3)
+    surge.deploy(deployment(1, None, count=1), None)
+    surge.run(10)
+    surge.deploy(deployment(2, 1, count=1), 1)
+    surge.run(20)
+    assert surge.snapshot.deployments["web-2-d"].status == DeploymentStatus.SUCCESSFUL
+    assert surge.overlap != []
+
+
+def test_stop_first_turns_blue_green_into_a_rolling_replacement() -> None:
+    from moorage.model.service import DeploymentPolicy
+    from moorage.state.writer import new_deployment
+
+    policy = DeploymentPolicy(strategy="blue_green")
+    d = new_deployment("web", "web", 1, 2, 1, policy, T0, stop_first="single-writer volume data")
+    assert d.strategy == "rolling" and "blue/green" in d.stop_first
+    assert new_deployment("web", "web", 1, 2, 1, policy, T0).strategy == "blue_green"

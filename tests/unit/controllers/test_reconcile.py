@@ -333,3 +333,55 @@ def test_draining_replaces_before_stopping_and_the_deadline_stops_the_rest() -> 
     ]
     assert {t.id for t in stopped} == {"t0", "t1"}
     assert all("drain deadline passed" in t.message for t in stopped)
+
+
+def volume_taskdef(driver: str, volume: str = "data") -> TaskDefinition:
+    from moorage.model import Mount, VolumeSpec
+
+    app = Container(name="app", command=["x"], mounts=[Mount(volume=volume, path="/data")])
+    spec = VolumeSpec(driver=driver, scope="shared")  # type: ignore[arg-type]
+    return TaskDefinition(family="web", revision=1, containers=[app], volumes={volume: spec})
+
+
+def test_a_task_on_a_local_volume_is_placed_on_the_volume_node_and_waits_while_it_is_down() -> None:
+    from dataclasses import replace
+
+    from moorage.model import NodeStatus
+    from moorage.model.volume import Volume
+
+    nodes = [node("n1"), node("n2"), node("n3")]
+    base = snap(service(count=1), [], nodes, [volume_taskdef("local")])
+    bound = Volume(name="data", driver="local", node="n2")
+    for seed in range(8):  # whatever the ranking, the volume's node
+        s = replace(base, volumes={"data": bound})
+        placed = [t for t, _ in reconcile(s, NOW, seed=seed).writes.values()]
+        assert [t.node for t in placed] == ["n2"]
+    # not bound yet (autoprovisioned, never claimed): any node will do
+    free = reconcile(
+        replace(base, volumes={"data": bound.model_copy(update={"node": None})}), NOW, 0
+    )
+    assert next(t.node for t, _ in free.writes.values()) in {"n1", "n2", "n3"}
+    # its node is down: the task stays pending and says why
+    down = [
+        n if n.name != "n2" else n.model_copy(update={"status": NodeStatus.DOWN}) for n in nodes
+    ]
+    s = replace(base, nodes={n.name: n for n in down}, volumes={"data": bound})
+    (task,) = [t for t, _ in reconcile(s, NOW, seed=0).writes.values()]
+    assert task.node is None
+    assert task.message == (
+        "volume data is local to node n2, which is down: the task waits for that node"
+    )
+
+
+def test_a_task_on_a_shared_volume_goes_anywhere() -> None:
+    from dataclasses import replace
+
+    from moorage.model.volume import Volume
+
+    nodes = [node("n1"), node("n2")]
+    base = snap(service(count=1), [], nodes, [volume_taskdef("shared")])
+    s = replace(base, volumes={"data": Volume(name="data", driver="shared")})
+    chosen = {
+        next(iter(reconcile(s, NOW, seed=seed).writes.values()))[0].node for seed in range(16)
+    }
+    assert chosen <= {"n1", "n2"} and None not in chosen

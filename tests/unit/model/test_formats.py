@@ -90,7 +90,7 @@ def test_ecs_keys_that_would_change_behaviour_are_refused() -> None:
     }
 
 
-def test_ecs_volumes_are_recorded_and_refused_for_now() -> None:
+def test_ecs_volumes_map_to_moorage_volumes() -> None:
     data = {
         "family": "ebs",
         "containerDefinitions": [
@@ -113,17 +113,33 @@ def test_ecs_volumes_are_recorded_and_refused_for_now() -> None:
             }
         ],
     }
-    spec, warnings = from_ecs(data, service="db", count=2)
-    assert (spec.service, spec.count) == ("db", 2)
+    spec, warnings = from_ecs(data, service="db")
     volume = spec.volumes["data"]
-    assert (volume.scope, volume.plugin, volume.plugin_options) == (
+    assert (volume.driver, volume.scope, volume.autoprovision, volume.size_mib) == (
         "shared",
-        "rexray/ebs",
-        {"size": "5"},
+        "shared",
+        True,
+        5 * 1024,  # REX-Ray's size is in GiB
     )
+    assert (volume.plugin, volume.plugin_options) == ("rexray/ebs", {"size": "5"})
+    (notice,) = warnings
+    assert notice.field == "volumes[0].dockerVolumeConfiguration.driver"
+    assert "rexray/ebs" in notice.message and "shared volume driver" in notice.message
+    assert not_yet_honoured(spec) == []
+    # one writer at a time: a single-writer volume takes one task
+    with pytest.raises(SpecError) as exc:
+        from_ecs(data, service="db", count=2)
+    assert exc.value.errors[0].field == "count" and "single-writer" in exc.value.errors[0].message
+    # ECS defaults: task scope, autoprovision off, Docker's local driver → a local volume
+    data["volumes"] = [{"name": "data", "dockerVolumeConfiguration": {}}]
+    plain, warnings = from_ecs(data, service="db", count=2)
     assert warnings == []
-    (blocker,) = not_yet_honoured(spec)
-    assert blocker.field == "volumes.data" and "rexray/ebs" in blocker.message
+    assert (plain.volumes["data"].driver, plain.volumes["data"].scope) == ("local", "task")
+    # a host path is recorded but refused at deploy, naming the field
+    data["volumes"] = [{"name": "data", "host": {"sourcePath": "/srv/data"}}]
+    host, _ = from_ecs(data, service="db")
+    (blocker,) = not_yet_honoured(host)
+    assert blocker.field == "volumes.data.host_path" and "not supported" in blocker.message
 
 
 COMPOSE = """
