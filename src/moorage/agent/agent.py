@@ -7,7 +7,8 @@
      ├ event loop         (with --event-handler) run a command when a user event fires
      ├ watch loop         GET /v1/nodes/<name>/tasks?index=N (blocking) ─▶ sync()
      ├ HTTP API           logs of the tasks it runs
-     └ one TaskRunner per task (start, watch, stop, report)
+     └ one TaskRunner per task (attach volumes, start, watch, stop, detach, report)
+        └ its volumes' lease keeper: renew every lease/3; lost ─▶ the task is killed
 
 Restart decisions belong to the server (it bumps a task's `generation`); the agent starts a task
 when its generation is newer than what runs, and stops what is no longer wanted.
@@ -34,14 +35,18 @@ from moorage.drivers.base import Driver, TaskHandle
 from moorage.drivers.docker import DockerDriver
 from moorage.drivers.errors import DriverError
 from moorage.drivers.process import ProcessDriver
-from moorage.model import Desired, Node, Task, TaskStatus, Unavailable
+from moorage.model import Desired, Node, Task, TaskDefinition, TaskStatus, Unavailable
+from moorage.model.volume import DEFAULT_LEASE
+from moorage.volumes import Layout
 
 from .client import ServerClient, ServerError
 from .handles import HandleStore, SavedTask
 from .http import build_app
+from .pause import thaw_leftovers
 from .registrations import RegistrationChecks
 from .resources import machine_cpu, machine_memory
 from .runner import TaskRunner, task_env
+from .volumes import NodeMounts, TaskVolumes, discard_task_volumes
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ class Agent:
         cpu: int | None = None,
         memory: int | None = None,
         event_handlers: dict[str, str] | None = None,
+        shared_volume_root: Path | None = None,
+        volume_lease: float = DEFAULT_LEASE,
     ) -> None:
         self.server_urls = [server_url] if isinstance(server_url, str) else list(server_url)
         self.name = name
@@ -86,6 +93,13 @@ class Agent:
         self.ttl = TTL
         self.event_handlers = dict(event_handlers or {})
         self.fenced = False  # True while cut off from every server beyond the TTL
+        # Shared volumes live under one directory every node mounts (default: beside the
+        # agent's data dir, as `moorage dev` has it).
+        self.volume_layout = Layout(
+            data_dir, shared_volume_root or data_dir.parent / "shared-volumes"
+        )
+        self.volume_lease = volume_lease
+        self.node_mounts = NodeMounts()
 
     def node(self) -> Node:
         cgroups = self.process_driver.cgroups
@@ -126,6 +140,11 @@ class Agent:
             await self._register_until_done()
             self._recovered = {s.task_id: s for s in self.handles.load_all()}
             await self._remove_unknown_containers()
+            # A snapshot interrupted by this agent's death may have left a writer paused.
+            saved_handles = [h for saved in self._recovered.values() for h in saved.handles]
+            docker_api = getattr(self.drivers.get("docker"), "docker", None)
+            for thawed in await thaw_leftovers(saved_handles, docker_api):
+                log.warning("resumed %s, left paused by an interrupted snapshot", thawed)
             runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:
@@ -333,6 +352,7 @@ class Agent:
             await self._sync_one(task)
         for task_id, runner in list(self.runners.items()):
             if task_id not in wanted and runner.active:
+                runner.discard_volumes = True
                 runner.request_stop("task removed")
         for task_id in [i for i in self._recovered if i not in wanted]:
             await self._adopt_orphan(self._recovered.pop(task_id))
@@ -344,9 +364,12 @@ class Agent:
             runner = await self._recover(task, saved)
         if task.desired == Desired.STOP:
             if runner is not None and runner.active:
+                runner.discard_volumes = True
                 runner.request_stop(task.message or "stopped")
-            elif runner is None and not task.status.terminal:
-                await self.report(task.id, _stopped_report(task))
+            else:
+                if runner is None and not task.status.terminal:
+                    await self.report(task.id, _stopped_report(task))
+                await asyncio.to_thread(discard_task_volumes, self.task_dir(task.id))
             return
         if runner is not None and runner.active:
             if runner.generation >= task.generation:
@@ -382,6 +405,7 @@ class Agent:
             saved,
             self._secrets,
             node_address=self.advertise,
+            volumes=self._volumes(task.id, taskdef),
         )
         self.runners[task.id] = runner
         self._runner_tasks[task.id] = asyncio.create_task(runner.run(), name=f"task-{task.id}")
@@ -434,13 +458,30 @@ class Agent:
                 await docker.remove(container_id)
 
     async def _adopt_orphan(self, saved: SavedTask) -> None:
-        """A saved task the server no longer lists: stop whatever of it still runs."""
+        """A saved task the server no longer lists: stop whatever of it still runs, then
+        unmount and release its volumes."""
         for handle in saved.handles:
             driver = self._driver_of(handle)
             if await driver.recover(handle):
                 await driver.stop(handle, 5.0)
             await driver.destroy(handle)
+        if saved.volumes:
+            volumes = self._volumes(saved.task_id, None)
+            volumes.restore(saved.volumes)
+            await volumes.detach(discard=True)
         self.handles.remove(saved.task_id)
+
+    def _volumes(self, task_id: str, taskdef: TaskDefinition | None) -> TaskVolumes:
+        return TaskVolumes(
+            task_id,
+            taskdef,
+            self.task_dir(task_id),
+            self.name,
+            self.volume_layout,
+            self.client,
+            self.volume_lease,
+            self.node_mounts,
+        )
 
 
 def _stopped_report(task: Task) -> dict[str, Any]:

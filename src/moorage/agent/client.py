@@ -10,12 +10,14 @@ import aiohttp
 
 from moorage.model import Node, Task, TaskDefinition
 from moorage.model.catalog import Registration
+from moorage.model.volume import Volume
 
 
 class ServerError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"server answered {status}: {message}" if status else message)
         self.status = status
+        self.detail = message  # the server's own message
 
 
 class ServerClient:
@@ -160,3 +162,16 @@ class ServerClient:
 
     async def report(self, task_id: str, report: dict[str, Any]) -> None:
         await self._call("PUT", f"/v1/tasks/{task_id}/status", json=report)
+
+    async def volume_grant(
+        self,
+        action: str,
+        name: str,
+        body: dict[str, Any],
+        timeout: float,
+    ) -> Volume:
+        """`claim`, `renew` or `release` a volume (docs/volumes.md); 409 when refused."""
+        answer, _ = await self._call(
+            "POST", f"/v1/volumes/{name}/{action}", timeout=timeout, json=body
+        )
+        return Volume.model_validate(answer)

@@ -1,6 +1,10 @@
 """Handles of the workloads this agent runs, saved on disk so a restarted agent recovers them.
 
-<data_dir>/tasks/<task_id>.json    {"task_id", "generation", "started_at", "handles": [...]}
+<data_dir>/tasks/<task_id>.json    {"task_id", "generation", "started_at", "handles": [...],
+                                    "volumes": {...}}
+
+`volumes` is the task's attached volumes (`TaskVolumes.to_json`): claims with their epochs, so a
+restarted agent renews with the same epoch, and the fence watchdog's pid.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class SavedTask:
     generation: int
     started_at: float
     handles: list[TaskHandle] = field(default_factory=list)
+    volumes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -27,6 +32,7 @@ class SavedTask:
             "generation": self.generation,
             "started_at": self.started_at,
             "handles": [h.to_json() for h in self.handles],
+            "volumes": self.volumes,
         }
 
 
@@ -52,7 +58,11 @@ class HandleStore:
                 handles = [TaskHandle.from_json(h) for h in data["handles"]]
                 out.append(
                     SavedTask(
-                        data["task_id"], int(data["generation"]), float(data["started_at"]), handles
+                        data["task_id"],
+                        int(data["generation"]),
+                        float(data["started_at"]),
+                        handles,
+                        dict(data.get("volumes") or {}),
                     )
                 )
             except (OSError, ValueError, KeyError):

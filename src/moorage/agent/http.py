@@ -2,6 +2,8 @@
 
     GET /v1/health
     GET /v1/tasks/{id}/logs?container=&stream=stdout|stderr|both&follow=true&tail=N
+    GET /v1/tasks/{id}/exec (WebSocket)
+    volume snapshots: take, archive, restore, delete (agent/snapshots.py; join token)
 
 Logs are read from the files the driver's executor writes (`<data>/alloc/<id>/logs/<container>.<stream>`,
 rotated to `.1`, `.2` …). Following survives rotation: a file whose inode changed or that shrank is
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from . import snapshots
+
 if TYPE_CHECKING:
     from .agent import Agent
 
@@ -35,6 +39,7 @@ def build_app(agent: Agent) -> web.Application:
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/tasks/{id}/logs", task_logs)
     app.router.add_get("/v1/tasks/{id}/exec", task_exec)
+    snapshots.routes(app)
     return app
 
 

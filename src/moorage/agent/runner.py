@@ -1,8 +1,12 @@
 """One task on this node: start its containers, watch them, report, stop on request.
 
-start containers (in order) ─▶ report running ─▶ wait: an essential container exits
-                                                    │     └─▶ stop the others ─▶ report exited
-                                                    └ stop requested ─▶ stop all ─▶ report stopped
+attach volumes ─▶ start containers (in order) ─▶ report running ─▶ wait: an essential container
+(claim, mount;                                                   │   exits ─▶ stop the others
+ a held volume: wait)                                            │   ─▶ detach ─▶ report exited
+                                                                 ├ stop requested ─▶ stop all
+                                                                 │   ─▶ detach ─▶ report stopped
+                                                                 └ volume lease lost ─▶ kill all
+                                                                     ─▶ detach ─▶ report exited
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any
 from moorage.drivers.base import Driver, ExitResult, StartRequest, TaskHandle
 from moorage.drivers.errors import DriverError
 from moorage.model import Container, ContainerState, Health, Task, TaskDefinition, TaskStatus
+from moorage.volumes import VolumeError
 
 from .handles import HandleStore, SavedTask
 from .health import Checker, ExecIn, worst
+from .volumes import TaskVolumes
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,7 @@ class TaskRunner:
         recovered: SavedTask | None = None,
         fetch_secrets: SecretFetcher | None = None,
         node_address: str = "127.0.0.1",
+        volumes: TaskVolumes | None = None,
     ) -> None:
         self.task = task
         self.taskdef = taskdef
@@ -100,6 +107,11 @@ class TaskRunner:
         self.handles: list[TaskHandle] = list(recovered.handles) if recovered else []
         self.started_at = recovered.started_at if recovered else 0.0
         self.recovered = recovered is not None
+        self.volumes = volumes
+        if volumes is not None and recovered is not None:
+            volumes.restore(recovered.volumes)
+        self.discard_volumes = False  # set when the task is gone for good: scope: task ones go
+        self._hard = False  # a lost volume lease: kill at once, report exited
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
         self.done = asyncio.Event()
@@ -137,9 +149,19 @@ class TaskRunner:
             self.stop_reason = reason
         self._stop.set()
 
+    def fence(self, reason: str) -> None:
+        """The volume lease may run out: kill the task now (no stop timeout), report it exited."""
+        if not self._hard:
+            log.warning("task %s: %s: stopping it hard", self.task.id, reason)
+        self._hard = True
+        self.stop_reason = f"fenced: {reason}"
+        self._stop.set()
+
     async def run(self) -> None:
         try:
             if self.recovered:
+                if self.volumes is not None:
+                    await self.volumes.resume(self.fence)
                 self._start_checks()
             elif not await self._start_all():
                 return
@@ -147,6 +169,8 @@ class TaskRunner:
         finally:
             for check in self._check_tasks:
                 check.cancel()
+            if self.volumes is not None:  # cancelled (agent exit): tasks and mounts stay
+                await self.volumes.stop_keeping()
             self.done.set()
 
     # ---- health ----------------------------------------------------------------------------
@@ -154,11 +178,15 @@ class TaskRunner:
         for container in self.taskdef.containers:
             self._start_check(container)
 
+    def _env(self, container: Container) -> dict[str, str]:
+        env = task_env(self.task, container, self.node, self.taskdef.containers, self.node_address)
+        if self.volumes is not None:
+            env.update(self.volumes.env())
+        return env
+
     def _start_check(self, container: Container) -> None:
         if container.health is not None:
-            env = task_env(
-                self.task, container, self.node, self.taskdef.containers, self.node_address
-            )
+            env = self._env(container)
             handle = next((h for h in self.handles if h.container == container.name), None)
             checker = Checker(
                 self.task,
@@ -213,10 +241,10 @@ class TaskRunner:
             except Exception as exc:  # the server's message names the missing secret
                 await self._send(TaskStatus.FAILED, f"secrets: {exc}", None, [], finished=True)
                 return False
+        if not await self._attach_volumes():
+            return False
         for container in start_order(self.taskdef.containers):
-            env = task_env(
-                self.task, container, self.node, self.taskdef.containers, self.node_address
-            )
+            env = self._env(container)
             env.update(secrets.get(container.name, {}))
             request = StartRequest(
                 self.task.id,
@@ -225,27 +253,70 @@ class TaskRunner:
                 self.task.ports,
                 self.task_dir,
                 progress=self._progress,
+                mounts=self.volumes.binds(container) if self.volumes else (),
+                fence_file=self.volumes.fence_file
+                if self.volumes and self.volumes.claims
+                else None,
             )
             try:
                 await self._dependencies_ready(container)
+                if self._hard:
+                    raise DriverError(self.stop_reason or "fenced")
                 driver = self.drivers.get(container.driver)
                 if driver is None:
                     raise DriverError(f"this node has no {container.driver} driver")
-                self.handles.append(await driver.start(request))
+                handle = await driver.start(request)
+                self.handles.append(handle)
+                if self.volumes is not None:
+                    self.volumes.track(handle)
                 # Checks start with their container: before the RUNNING report (a task with
                 # checks is not healthy until they pass) and before dependants wait on them.
                 self._start_check(container)
             except (DriverError, OSError) as exc:
                 message = f"container {container.name}: {exc}"
                 await self._stop_handles()
+                await self._detach()
                 await self._send(TaskStatus.FAILED, message, None, [], finished=True)
                 self.store.remove(self.task.id)
                 return False
         self.started_at = time.time()
-        self.store.save(SavedTask(self.task.id, self.generation, self.started_at, self.handles))
+        volumes = self.volumes.to_json() if self.volumes is not None else {}
+        saved = SavedTask(self.task.id, self.generation, self.started_at, self.handles, volumes)
+        self.store.save(saved)
         await starting
         await self._send(TaskStatus.RUNNING, "", None, self._states())
         return True
+
+    async def _attach_volumes(self) -> bool:
+        """Claim and mount the task's volumes; False (reported) if it is not to start."""
+        if self.volumes is None or not self.taskdef.volumes:
+            return True
+
+        async def waiting(message: str) -> None:
+            await self._send(TaskStatus.STARTING, message, None, [])
+
+        try:
+            attached = await self.volumes.attach(self._stop, waiting, self.fence)
+        except (VolumeError, OSError) as exc:
+            await self._detach()
+            await self._send(TaskStatus.FAILED, f"volumes: {exc}", None, [], finished=True)
+            return False
+        if not attached or self._hard:
+            await self._detach()
+            reason = self.stop_reason or "stopped"
+            status = TaskStatus.EXITED if self._hard else TaskStatus.STOPPED
+            await self._send(status, reason, None, [], finished=True)
+            return False
+        return True
+
+    async def _detach(self) -> None:
+        """Unmount and release the volumes once the task's workloads are dead."""
+        if self.volumes is None:
+            return
+        try:
+            await self.volumes.detach(discard=self.discard_volumes)
+        except (VolumeError, OSError) as exc:
+            log.warning("task %s: detaching volumes: %s", self.task.id, exc)
 
     async def _dependencies_ready(self, container: Container) -> None:
         """Wait until every `healthy` dependency passes its check (`started` ones already run)."""
@@ -298,7 +369,8 @@ class TaskRunner:
             health.cancel()
             for waiter in waits:
                 waiter.cancel()
-        await self._finish(TaskStatus.STOPPED, self.stop_reason or "stopped", None, results)
+        status = TaskStatus.EXITED if self._hard else TaskStatus.STOPPED
+        await self._finish(status, self.stop_reason or "stopped", None, results)
 
     async def _finish(
         self, status: TaskStatus, message: str, code: int | None, results: dict[str, ExitResult]
@@ -310,12 +382,13 @@ class TaskRunner:
         for handle in self.handles:
             with contextlib.suppress(DriverError, OSError):
                 await self.driver(handle).destroy(handle)
+        await self._detach()
         self.store.remove(self.task.id)
         await self._send(status, message, code, states, finished=True)
 
     async def _stop_handles(self) -> dict[str, ExitResult]:
         async def stop(handle: TaskHandle) -> tuple[str, ExitResult]:
-            timeout = self._container(handle.container).stop_timeout
+            timeout = 0.0 if self._hard else self._container(handle.container).stop_timeout
             try:
                 return handle.container, await self.driver(handle).stop(handle, timeout)
             except (DriverError, OSError, TimeoutError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -312,3 +313,66 @@ class Client:
             params["cas"] = str(cas)
         response, index = self._kv("DELETE", key, params)
         return response is not None and response.json() is True, index
+
+    # ---- volume snapshots ----------------------------------------------------------------------
+    def snapshot_volume(self, name: str, pause_timeout: float | None = None) -> dict[str, Any]:
+        """Take a snapshot of a volume (blocks while the agent copies it)."""
+        body = {"pause_timeout": pause_timeout} if pause_timeout is not None else None
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/v1/volumes/{quote(name, safe='')}/snapshots",
+            json=body,
+            timeout=httpx.Timeout(None, connect=5),
+        )
+        return result
+
+    def snapshots(self, volume: str | None = None) -> list[dict[str, Any]]:
+        path = f"/v1/volumes/{quote(volume, safe='')}/snapshots" if volume else "/v1/snapshots"
+        result: list[dict[str, Any]] = self.request("GET", path)
+        return result
+
+    def snapshot(self, volume: str, snapshot_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", _snapshot_path(volume, snapshot_id))
+        return result
+
+    def restore_snapshot(
+        self, volume: str, snapshot_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Restore a snapshot into a new volume (`body`: name, driver, node, size, access)."""
+        result: dict[str, Any] = self.request(
+            "POST",
+            _snapshot_path(volume, snapshot_id) + "/restore",
+            json=body,
+            timeout=httpx.Timeout(None, connect=5),
+        )
+        return result
+
+    def delete_snapshot(self, volume: str, snapshot_id: str) -> None:
+        self.request("DELETE", _snapshot_path(volume, snapshot_id))
+
+    def download_snapshot(self, volume: str, snapshot_id: str, dest: Path) -> int:
+        """Stream a snapshot's archive into `dest` (written aside, then renamed); its size."""
+        part = dest.with_name(dest.name + ".part")
+        path = _snapshot_path(volume, snapshot_id) + "/archive"
+        written = 0
+        try:
+            with self._http.stream("GET", path, timeout=httpx.Timeout(60, connect=5)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                with part.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        written += len(chunk)
+        except httpx.HTTPError as exc:
+            part.unlink(missing_ok=True)
+            raise Unavailable(f"lost the archive stream from {self.address}: {exc}") from None
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        part.replace(dest)
+        return written
+
+
+def _snapshot_path(volume: str, snapshot_id: str) -> str:
+    return f"/v1/snapshots/{quote(volume, safe='')}/{quote(snapshot_id, safe='')}"

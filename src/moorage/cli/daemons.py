@@ -245,6 +245,18 @@ def server(
     default=None,
     help="Memory to offer in MiB (default: read from the machine).",
 )
+@click.option(
+    "--shared-volume-root",
+    default=None,
+    help="Where `shared` volumes live: one directory every node mounts (NFS); default "
+    "<data-dir>/shared-volumes (docs/volumes.md).",
+)
+@click.option(
+    "--volume-lease",
+    default="10s",
+    show_default=True,
+    help="Lease of the volume claims this agent takes (renewed every third of it).",
+)
 @common_options
 def agent(
     server_urls: tuple[str, ...],
@@ -255,6 +267,8 @@ def agent(
     cpu: int | None,
     memory: int | None,
     event_handlers: tuple[str, ...],
+    shared_volume_root: str | None,
+    volume_lease: str,
     data_dir: str,
     http_addr: str,
     dns_addr: str,
@@ -262,6 +276,15 @@ def agent(
 ) -> None:
     """Run a node agent: registers this machine and runs the tasks placed on it."""
     from moorage import daemon
+    from moorage.model.duration import parse_duration
+    from moorage.model.volume import MAX_LEASE, MIN_LEASE
+
+    try:
+        lease = parse_duration(volume_lease)
+    except ValueError as exc:
+        raise SpecError([FieldError("volume-lease", str(exc))]) from None
+    if not MIN_LEASE <= lease <= MAX_LEASE:
+        raise SpecError([FieldError("volume-lease", "must be between 1s and 1h")])
 
     node = daemon.Agent(
         server_url=parse_servers(server_urls),
@@ -274,6 +297,8 @@ def agent(
         cpu=cpu,
         memory=memory,
         event_handlers=parse_handlers(event_handlers),
+        shared_volume_root=Path(shared_volume_root).resolve() if shared_volume_root else None,
+        volume_lease=lease,
     )
     daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))
 

@@ -1,4 +1,5 @@
-"""`moorage volume`: create, list, inspect and remove persistent volumes (docs/volumes.md)."""
+"""`moorage volume`: create, list, inspect and remove persistent volumes (docs/volumes.md);
+their snapshots, restores and backups are in `cli/snapshots.py`."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from typing import Any
 
 import click
 
+from . import snapshots
 from .common import client, output_option
 from .output import age, emit_json, table
 
 
 @click.group()
 def volume() -> None:
-    """Persistent volumes (tasks cannot mount them yet)."""
+    """Persistent volumes: create, list, inspect, remove, snapshot and restore."""
 
 
 @volume.command()
@@ -134,5 +136,8 @@ def remove(ctx: click.Context, name: str) -> None:
         api.remove_volume(name)
     click.echo(f"{name}: removed")
 
+
+for command in snapshots.COMMANDS:  # snapshot, snapshots, restore, delete-snapshot
+    volume.add_command(command)
 
 COMMANDS = [volume]

@@ -3,6 +3,8 @@
     agent ──spawns──▶ executor (own session; outlives the agent) ──▶ child (own process group)
                         │ pumps stdout/stderr into rotating files
                         │ puts the child in a memory cgroup
+                        │ fences: kills the child (its group, its cgroup) once the lease
+                        │         deadline in the spec's `fence_file` passes
                         └ writes <exit file> {exit_code, signal, oom_killed} atomically, then exits
 
 Run as `python -m moorage.drivers._executor SPEC.json`. Nothing here imports the rest of moorage,
@@ -18,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +72,36 @@ def oom_killed(cgroup: str) -> bool:
         except (OSError, ValueError, IndexError):
             continue
     return False
+
+
+def fence_deadline(path: str) -> float | None:
+    """The lease deadline (CLOCK_BOOTTIME seconds) in a fence file (moorage.volumes.fence);
+    None while there is none, or once the agent removed the file."""
+    try:
+        deadline = json.loads(Path(path).read_text()).get("deadline")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(deadline) if isinstance(deadline, int | float) else None
+
+
+def kill_all(pid: int, cgroup: str) -> None:
+    """SIGKILL the child's process group and whatever else runs in its cgroup."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if cgroup:
+        with contextlib.suppress(OSError, ValueError):
+            for other in Path(cgroup, "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(other), signal.SIGKILL)
+
+
+def fence(path: str, pid: int, cgroup: str, done: threading.Event, fenced: list[bool]) -> None:
+    """Kill the child once the lease deadline passes, and again until it is gone."""
+    while not done.wait(0.1):
+        deadline = fence_deadline(path)
+        if fenced or (deadline is not None and time.clock_gettime(time.CLOCK_BOOTTIME) >= deadline):
+            fenced[:] = [True]
+            kill_all(pid, cgroup)
 
 
 def main(spec_path: str) -> int:
@@ -123,14 +156,20 @@ def main(spec_path: str) -> int:
     ]
     for thread in pumps:
         thread.start()
+    ended, fenced = threading.Event(), list[bool]()
+    if spec.get("fence_file"):
+        threading.Thread(
+            target=fence, args=(spec["fence_file"], child.pid, cgroup, ended, fenced), daemon=True
+        ).start()
     code = child.wait()
+    ended.set()
     for thread in pumps:
         thread.join(timeout=2)
     result = {
         "exit_code": code if code >= 0 else None,
         "signal": -code if code < 0 else None,
         "oom_killed": bool(cgroup) and oom_killed(cgroup),
-        "message": "",
+        "message": "fenced: the volume lease ran out" if fenced else "",
     }
     write_json(exit_path, result)
     if cgroup:

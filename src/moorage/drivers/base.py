@@ -16,6 +16,15 @@ from moorage.model import Container
 
 
 @dataclass(frozen=True)
+class BindMount:
+    """A host directory (a volume) the workload sees at `path`."""
+
+    source: Path
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class StartRequest:
     task_id: str
     container: Container
@@ -23,6 +32,10 @@ class StartRequest:
     ports: dict[str, int]  # port name -> host port
     task_dir: Path
     progress: Callable[[str], None] | None = None  # long steps (image pulls) say where they are
+    mounts: tuple[BindMount, ...] = ()  # volumes, mounted before the workload starts
+    # The task's lease-deadline file (`moorage.volumes.fence`): a workload holding a volume is
+    # killed once the deadline in it passes, even when the agent is gone.
+    fence_file: Path | None = None
 
 
 @dataclass
@@ -50,6 +63,8 @@ class ExitResult:
     def describe(self) -> str:
         if self.oom_killed:
             return "killed: out of memory"
+        if self.signal and self.message:
+            return f"{self.message} (signal {self.signal})"
         if self.signal:
             return f"killed by signal {self.signal}"
         if self.message:

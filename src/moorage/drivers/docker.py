@@ -1,6 +1,7 @@
 """The Docker driver: runs a container's `image` through the Docker Engine API (aiodocker).
 
-    start    inspect the image (pull when missing) ─▶ create (labels, ports, cpu shares, memory)
+    start    inspect the image (pull when missing) ─▶ create (labels, ports, cpu shares, memory,
+             volume bind mounts)
              ─▶ start ─▶ a log pump copies stdout/stderr into the task's rotating log files
     recover  inspect the container named in the handle: running means re-attached (by id, and
              the `moorage.task` label must match)
@@ -169,6 +170,10 @@ class DockerDriver:
             "CpuShares": max(container.cpu, 2),
             "Init": True,  # reap zombies and forward signals, as `docker run --init`
         }
+        if req.mounts:  # volumes: bind mounts of their host paths
+            host_config["Binds"] = [
+                f"{m.source}:{m.path}" + (":ro" if m.read_only else "") for m in req.mounts
+            ]
         if container.memory_reservation:
             host_config["MemoryReservation"] = container.memory_reservation * 1024 * 1024
         config: dict[str, Any] = {

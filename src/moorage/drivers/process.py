@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import psutil
 
-from .base import ExitResult, StartRequest, Stats, TaskHandle
+from .base import BindMount, ExitResult, StartRequest, Stats, TaskHandle
 from .errors import DriverError, StartError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -34,6 +35,26 @@ LOG_KEEP = 3
 def expand(arg: str, env: dict[str, str]) -> str:
     """`${VAR}` from the task's environment; unknown variables are left as written."""
     return _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), arg)
+
+
+# Runs inside `unshare --mount --propagation private`: bind each volume onto its path in the
+# child's own mount namespace (nothing leaks to the node's), then exec the command.
+MOUNT_SCRIPT = (
+    'set -e; while [ "$1" != -- ]; do mkdir -p -- "$2"; mount --bind "$1" "$2"; '
+    'if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi; shift 3; done; shift; exec "$@"'
+)
+
+
+def with_mounts(command: list[str], mounts: tuple[BindMount, ...]) -> list[str]:
+    """The command wrapped so it sees its volumes at their paths: as root only (without root
+    a process finds its volumes through MOORAGE_VOLUME_<KEY> alone)."""
+    if not mounts or os.geteuid() != 0 or shutil.which("unshare") is None:
+        return command
+    wrapped = ["unshare", "--mount", "--propagation", "private", "--"]
+    wrapped += ["sh", "-c", MOUNT_SCRIPT, "moorage-mounts"]
+    for mount in mounts:
+        wrapped += [str(mount.source), mount.path, "ro" if mount.read_only else "rw"]
+    return [*wrapped, "--", *command]
 
 
 def detect_cgroups() -> str:
@@ -83,7 +104,7 @@ class ProcessDriver:
             stale.unlink(missing_ok=True)
         cgroup = self._make_cgroup(req.task_id, container.name, container.memory)
         spec = {
-            "command": [expand(a, req.env) for a in container.command],
+            "command": with_mounts([expand(a, req.env) for a in container.command], req.mounts),
             "env": req.env,
             "cwd": str(cwd),
             "stdout": str(logs / f"{container.name}.stdout"),
@@ -93,6 +114,7 @@ class ProcessDriver:
             "cgroup": cgroup,
             "log_max_bytes": LOG_MAX_BYTES,
             "log_keep": LOG_KEEP,
+            "fence_file": str(req.fence_file) if req.fence_file else "",
         }
         spec_path = run / f"{container.name}.json"
         # The spec holds the environment (secrets included): readable by root only, and the
@@ -301,6 +323,7 @@ class ProcessDriver:
     ) -> ProcessExec:
         """Run a command in the task's environment and working directory (no tty here)."""
         workdir = Path(handle.state["logs"]).parent / handle.container
+        command = _in_mount_namespace(command, handle.state.get("pid"))
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
@@ -362,6 +385,20 @@ class ProcessExec:
             await self.process.wait()
         for pump in self._pumps:
             pump.cancel()
+
+
+def _in_mount_namespace(command: list[str], pid: object) -> list[str]:
+    """A command beside a task that has its own mount namespace (its volumes mounted at their
+    paths) runs in that namespace too."""
+    if not isinstance(pid, int) or shutil.which("nsenter") is None:
+        return command
+    try:
+        theirs = os.readlink(f"/proc/{pid}/ns/mnt")
+        if theirs == os.readlink("/proc/self/ns/mnt"):
+            return command
+    except OSError:
+        return command
+    return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", *command]
 
 
 def _tree_stats(pid: int) -> Stats:

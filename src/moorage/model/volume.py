@@ -8,7 +8,8 @@ the volume, getting a higher epoch, and a renewal with the older epoch is refuse
 holder has lost the claim and must stop writing.
 
 `claim`, `renew`, `release` and `holders` are pure: the clock is an argument, so the rules are
-tested without a server. Agent-side mounting is not there yet (docs/volumes.md).
+tested without a server. The agent side (mounting, renewing, fencing) is `moorage.agent.volumes`
+with `moorage.volumes` (docs/volumes.md).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class GrantBody(Strict):
     task: str = Field(min_length=1)
     epoch: int | None = Field(default=None, ge=1)  # renew and release: the epoch granted
     lease_ttl: float = Field(default=DEFAULT_LEASE, ge=MIN_LEASE, le=MAX_LEASE)
+    # claim and renew: whether the agent enforces the size (a loop-mounted ext4 image)
+    size_enforced: bool | None = None
 
 
 class Attachment(BaseModel):
@@ -111,6 +114,13 @@ def new_volume(body: VolumeCreate, now: float) -> Volume:
     )
 
 
+def with_size_enforced(volume: Volume, enforced: bool | None) -> Volume:
+    """What the agent reported about the size (None: nothing reported, nothing changes)."""
+    if enforced is None or volume.size_enforced == enforced:
+        return volume
+    return volume.model_copy(update={"size_enforced": enforced})
+
+
 def holders(volume: Volume, now: float) -> list[Attachment]:
     """The attachments still live at `now`."""
     return [a for a in volume.attachments if a.live(now)]
@@ -140,13 +150,18 @@ def claim(volume: Volume, node: str, task: str, now: float, ttl: float = DEFAULT
     others = [a for a in live if (a.node, a.task) != (node, task)]
     if volume.access == "single-writer" and others:
         holder = others[0]
+        # No time in the text: an agent waiting on the volume repeats it as its task's message.
         raise Conflict(
-            f"volume {volume.name} is held by {holder.describe()} until "
-            f"{holder.lease_expires + GRACE:.3f}; single-writer volumes take one holder"
+            f"volume {volume.name} is held by {holder.describe()}; a single-writer volume "
+            f"takes one holder (free {GRACE:g}s after its lease runs out)"
         )
     epoch = volume.epoch + 1
     granted = Attachment(node=node, task=task, epoch=epoch, granted_at=now, lease_expires=now + ttl)
-    return _with(volume, [*others, granted], epoch)
+    claimed = _with(volume, [*others, granted], epoch)
+    if volume.driver == "local" and volume.node is None:
+        # An autoprovisioned local volume lives where it is first used, and stays there.
+        claimed = claimed.model_copy(update={"node": node})
+    return claimed
 
 
 def _find(volume: Volume, node: str, task: str, epoch: int) -> Attachment | None:

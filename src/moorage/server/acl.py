@@ -118,8 +118,9 @@ class AclGuard:
             return []  # filtered by the handler
         if pattern.startswith(("/v1/catalog/nodes", "/v1/nodes")):
             return [Need("node", info.get("name", ""), read)]
-        if pattern.startswith("/v1/volumes"):
-            # No resource of their own yet: volumes belong to the services (all of them).
+        if pattern.startswith(("/v1/volumes", "/v1/snapshots")):
+            # No resource of their own yet: volumes and their snapshots belong to the services
+            # (all of them).
             return [Need("service", "", read)]
         if pattern.startswith("/v1/secrets"):
             return [Need("secret", info.get("name", ""), read)]

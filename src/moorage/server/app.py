@@ -40,6 +40,7 @@ from .kv import KvApi
 from .logs import LogsProxy
 from .registrations import RegistrationsApi
 from .secrets import SecretBox, SecretsApi
+from .snapshots import SnapshotsApi
 from .volumes import VolumesApi
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class Server:
             registrations.guard = api.guard
             volumes = VolumesApi(cache, writer, self.clock)
             volumes.guard = api.guard
+            join_token = self.token_path.read_text().strip()  # agents check it on snapshots
+            snapshots = SnapshotsApi(cache, writer, self.clock, session, join_token)
             app = build_app(
                 api,
                 LogsProxy(cache, session),
@@ -128,6 +131,7 @@ class Server:
                 EventsApi(cache, writer, self.clock),
                 registrations,
                 volumes,
+                snapshots,
                 acl=guard,
             )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

@@ -4,8 +4,10 @@
     GET    /v1/volumes                  list (blocking: ?index)
     GET    /v1/volumes/{name}           one volume (blocking: ?index)
     DELETE /v1/volumes/{name}           remove a detached volume; 409 naming the holder if not
-    POST   /v1/volumes/{name}/claim     agent: {node, task[, lease_ttl]} → attachment, epoch+1
-    POST   /v1/volumes/{name}/renew     agent: {node, task, epoch[, lease_ttl]} → lease extended
+    POST   /v1/volumes/{name}/claim     agent: {node, task[, lease_ttl, size_enforced]} → attachment,
+                                        epoch+1
+    POST   /v1/volumes/{name}/renew     agent: {node, task, epoch[, lease_ttl, size_enforced]} →
+                                        lease extended
     POST   /v1/volumes/{name}/release   agent: {node, task, epoch} → attachment dropped
 
 The grant rules are pure functions in `moorage.model.volume`; this module reads bodies, runs
@@ -30,6 +32,7 @@ from moorage.model.volume import (
     new_volume,
     release,
     renew,
+    with_size_enforced,
 )
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
@@ -149,6 +152,7 @@ class VolumesApi:
             if current is None:
                 raise NotFound(f"no volume named {name!r}")
             granted = claim(current, body.node, body.task, now, body.lease_ttl)
+            granted = with_size_enforced(granted, body.size_enforced)
             text = (
                 f"volume {name} claimed by task {body.task} on {body.node} (epoch {granted.epoch})"
             )
@@ -177,7 +181,8 @@ class VolumesApi:
         def change(current: Volume | None) -> tuple[Volume, list[Any]]:
             if current is None:
                 raise NotFound(f"no volume named {name!r}")
-            return renew(current, body.node, body.task, epoch, now, body.lease_ttl), []
+            renewed = renew(current, body.node, body.task, epoch, now, body.lease_ttl)
+            return with_size_enforced(renewed, body.size_enforced), []
 
         volume = await self.writer.update(k.volume_key(name), Volume, change)
         return respond(volume)

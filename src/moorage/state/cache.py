@@ -20,6 +20,7 @@ from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDe
 from moorage.model.acl import Policy, Token
 from moorage.model.catalog import Registration
 from moorage.model.event import UserEvent
+from moorage.model.snapshot import Snapshot
 from moorage.model.volume import Volume
 from moorage.store import Compacted, KeyValue, Store, StoreClosed, WatchEvent
 
@@ -44,10 +45,15 @@ class Topic:
     USER_EVENTS = "user-events"
     REGISTRATIONS = "registrations"
     VOLUMES = "volumes"
+    SNAPSHOTS = "snapshots"
 
     @staticmethod
     def volume(name: str) -> str:
         return f"volume:{name}"
+
+    @staticmethod
+    def volume_snapshots(volume: str) -> str:
+        return f"snapshots:volume:{volume}"
 
     @staticmethod
     def node_registrations(node: str) -> str:
@@ -119,6 +125,8 @@ def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
         return (Topic.USER_EVENTS,)
     if kind is Kind.VOLUME:
         return (Topic.VOLUMES, Topic.volume(name))
+    if kind is Kind.SNAPSHOT:
+        return (Topic.SNAPSHOTS, Topic.volume_snapshots(key.split("/")[-2]))
     if kind is Kind.REGISTRATION:
         out = [Topic.REGISTRATIONS]
         if isinstance(obj, Registration):
@@ -148,6 +156,7 @@ class StateCache:
         self.user_events: dict[str, UserEvent] = {}  # by key, in key (time) order
         self.registrations: dict[str, Registration] = {}  # by id
         self.volumes: dict[str, Volume] = {}
+        self.snapshots: dict[tuple[str, str], Snapshot] = {}  # by (volume, id)
         self.acl_tokens: dict[str, Token] = {}  # by accessor id
         self.acl_policies: dict[str, Policy] = {}
         self.acl_by_digest: dict[str, Token] = {}  # by the secret's SHA-256 (hex)
@@ -306,6 +315,7 @@ class StateCache:
         self.user_events.clear()
         self.registrations.clear()
         self.volumes.clear()
+        self.snapshots.clear()
         self.acl_policies.clear()
         self.acl_by_digest.clear()
         self.events.clear()
@@ -386,6 +396,8 @@ class StateCache:
             self.registrations[name] = obj
         elif isinstance(obj, Volume):
             self.volumes[name] = obj
+        elif isinstance(obj, Snapshot):
+            self.snapshots[(obj.volume, obj.id)] = obj
         elif isinstance(obj, UserEvent):
             obj = obj.model_copy(update={"ltime": kv.mod_revision})
             self.user_events[name] = obj
@@ -435,6 +447,8 @@ class StateCache:
             self.registrations.pop(name, None)
         elif kind is Kind.VOLUME:
             self.volumes.pop(name, None)
+        elif kind is Kind.SNAPSHOT:
+            self.snapshots.pop((key.split("/")[-2], name), None)
         elif kind is Kind.ACL_TOKEN:
             token = self.acl_tokens.pop(name, None)
             if token is not None:

@@ -14,6 +14,7 @@
 /moorage/acl-policies/<name>                 ACL Policy
 /moorage/kv/<key>                            KV store value (9-byte header: format, flags; raw bytes)
 /moorage/volumes/<name>                      Volume (attachments with leases and fencing epochs)
+/moorage/snapshots/<volume>/<id>             Snapshot of a volume (metadata; the archive is on a node)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDe
 from moorage.model.acl import Policy, Token
 from moorage.model.catalog import Registration
 from moorage.model.event import UserEvent
+from moorage.model.snapshot import Snapshot
 from moorage.model.volume import Volume
 
 ROOT = "/moorage/"
@@ -46,6 +48,7 @@ class Kind(StrEnum):
     REGISTRATION = "registrations"
     ACL_POLICY = "acl-policies"
     VOLUME = "volumes"
+    SNAPSHOT = "snapshots"
 
 
 MODELS: dict[Kind, type[BaseModel]] = {
@@ -61,6 +64,7 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.REGISTRATION: Registration,
     Kind.ACL_POLICY: Policy,
     Kind.VOLUME: Volume,
+    Kind.SNAPSHOT: Snapshot,
 }
 
 
@@ -118,6 +122,10 @@ def acl_policy_key(name: str) -> str:
 
 def volume_key(name: str) -> str:
     return f"{ROOT}volumes/{name}"
+
+
+def snapshot_key(volume: str, snapshot_id: str) -> str:
+    return f"{ROOT}snapshots/{volume}/{snapshot_id}"
 
 
 def meta_key(name: str) -> str:

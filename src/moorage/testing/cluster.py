@@ -15,7 +15,9 @@ namespace (`moorage-<tag>-n<i>`), joined to the server by a veth pair on a bridg
 in the host namespace: the server listens on the bridge's address, agent i on `10.X.Y.(10+i)`,
 and the process-driver tasks it starts share its namespace, so they listen on their node's IP.
 `cut` sets the host end of the agent's veth down: the agent and its tasks lose the network,
-nothing else changes. Everything the cluster created is removed by `stop()`: processes (by pid,
+nothing else changes. Every agent keeps its `shared` volumes under one common
+`<root>/shared-volumes` (`--shared-volume-root`), as the nodes of a real cluster share an NFS
+export; `AgentSpec.args` adds options such as `--volume-lease 2s`. Everything the cluster created is removed by `stop()`: processes (by pid,
 and task processes by their working directory under `root`), namespaces, links.
 """
 
@@ -302,6 +304,7 @@ class Cluster:
         self.http_port = free_port(host)
         self.dns_port = free_port()  # the server's DNS (UDP and TCP) on 127.0.0.1
         self.addr = f"http://{host}:{self.http_port}"
+        self.shared_volume_root = self.root / "shared-volumes"  # what every node mounts
         self.env = {"MOORAGE_ADDR": self.addr}
         self.server = Proc(
             [
@@ -347,6 +350,8 @@ class Cluster:
             f"{address}:{port}",
             "--advertise",
             address,
+            "--shared-volume-root",
+            str(self.shared_volume_root),
         ]
         for key, value in spec.attrs.items():
             args += ["--attr", f"{key}={value}"]
@@ -395,6 +400,7 @@ class Cluster:
         kill_tasks_under(self.root)
         for name in self.specs:
             remove_containers(name)
+        unmount_under(self.root)
         if self.network is not None:
             self.network.destroy()
 
@@ -511,6 +517,18 @@ def kill_tasks_under(root: Path) -> None:
                 for child in proc.children(recursive=True):
                     child.kill()
                 proc.kill()
+
+
+def unmount_under(root: Path) -> None:
+    """Volumes the cluster's agents mounted and left mounted (a killed agent's tasks)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+    except OSError:
+        return
+    mine = str(root) + os.sep
+    for point in sorted((p for p in points if p.startswith(mine)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def remove_containers(node: str) -> None:

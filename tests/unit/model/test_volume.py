@@ -125,3 +125,16 @@ def test_grant_bodies_keep_the_lease_at_least_a_second() -> None:
         validate_body(GrantBody, {"node": "n1", "task": "t", "lease_ttl": 0.5})
     assert [e.field for e in short.value.errors] == ["lease_ttl"]
     assert validate_body(GrantBody, {"node": "n1", "task": "t"}).lease_ttl == 10.0
+
+
+def test_an_autoprovisioned_local_volume_is_bound_to_the_node_of_its_first_claim() -> None:
+    from moorage.model import Conflict
+    from moorage.model.volume import Volume, claim, release
+
+    fresh = Volume(name="pg", driver="local", autoprovision=True)
+    held = claim(fresh, "n2", "t1", now=100.0)
+    assert held.node == "n2"
+    free, _ = release(held, "n2", "t1", held.epoch, now=101.0)
+    assert free.node == "n2"  # released, still there
+    with pytest.raises(Conflict, match="local to node n2"):
+        claim(free, "n1", "t2", now=102.0)
