@@ -88,6 +88,7 @@ containers:
     memory: 64
     stop_timeout: 2s
     mounts: [{{volume: app-data, path: "{inside}"}}]
+    health: {{command: [test, -f, "{inside}/marker"], interval: 1s}}
 volumes:
   app-data: {{driver: shared, source: data, size: {size}, scope: shared}}
 """
@@ -124,6 +125,8 @@ def test_process_task_gets_a_size_enforced_volume_kept_across_tasks(
     assert not (inside / "marker").exists()  # the bind lives in the task's mount namespace
     seen = cluster.cli("exec", task["id"], "--", "cat", str(inside / "marker"))
     assert seen.stdout.strip() == "first"  # exec runs in the task's mount namespace
+    # the command check runs in the task's mount namespace too: it finds the marker
+    wait_for(lambda: cluster.tasks("db")[0].get("health") == "passing", 20)
     held = volume(cluster, "data")
     assert held["state"] == "attached" and held["size_enforced"] is True
     assert [(a["task"], a["node"], a["epoch"]) for a in held["attachments"]] == [

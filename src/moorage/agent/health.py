@@ -47,6 +47,7 @@ class Checker:
         session: aiohttp.ClientSession | None = None,
         exec_in: ExecIn | None = None,
         host: str = "127.0.0.1",
+        wrap: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         assert container.health is not None
         self.host = host  # the node's address: where the workload's ports are reachable
@@ -58,6 +59,9 @@ class Checker:
         self.on_change = on_change
         self.session = session
         self.exec_in = exec_in
+        # A process task's command check runs where the task runs (its mount namespace, where
+        # its volumes are mounted at their paths): `wrap` turns the command into that.
+        self.wrap = wrap
         self.state = CheckState(
             container=container.name,
             kind=self.check.kind,
@@ -157,8 +161,9 @@ class Checker:
         if self.exec_in is not None:  # inside the container
             code, text = await self.exec_in(self.check.command, self.check.timeout)
             return _by_exit_code(code, text.strip())
+        command = self.wrap(self.check.command) if self.wrap else self.check.command
         process = await asyncio.create_subprocess_exec(
-            *self.check.command,
+            *command,
             env=self.env,
             cwd=self.workdir if self.workdir.is_dir() else None,
             stdin=asyncio.subprocess.DEVNULL,

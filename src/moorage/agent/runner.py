@@ -22,6 +22,7 @@ from typing import Any
 
 from moorage.drivers.base import Driver, ExitResult, StartRequest, TaskHandle
 from moorage.drivers.errors import DriverError
+from moorage.drivers.process import in_mount_namespace
 from moorage.model import Container, ContainerState, Health, Task, TaskDefinition, TaskStatus
 from moorage.volumes import VolumeError
 
@@ -196,6 +197,7 @@ class TaskRunner:
                 self._health_dirty.set,
                 host=self.node_address,
                 exec_in=self._exec_in(handle, env) if container.driver == "docker" else None,
+                wrap=_namespace_of(handle) if container.driver == "process" else None,
             )
             self.checkers.append(checker)
             self._check_tasks.append(
@@ -466,3 +468,11 @@ def start_order(containers: list[Container]) -> list[Container]:
     for container in containers:
         visit(container)
     return ordered
+
+
+def _namespace_of(handle: TaskHandle | None) -> Callable[[list[str]], list[str]] | None:
+    """A process container's command check runs in its mount namespace (its volume mounts)."""
+    if handle is None:
+        return None
+    pid = handle.state.get("pid")
+    return lambda command: in_mount_namespace(command, pid)

@@ -323,7 +323,7 @@ class ProcessDriver:
     ) -> ProcessExec:
         """Run a command in the task's environment and working directory (no tty here)."""
         workdir = Path(handle.state["logs"]).parent / handle.container
-        command = _in_mount_namespace(command, handle.state.get("pid"))
+        command = in_mount_namespace(command, handle.state.get("pid"))
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
@@ -387,7 +387,7 @@ class ProcessExec:
             pump.cancel()
 
 
-def _in_mount_namespace(command: list[str], pid: object) -> list[str]:
+def in_mount_namespace(command: list[str], pid: object) -> list[str]:
     """A command beside a task that has its own mount namespace (its volumes mounted at their
     paths) runs in that namespace too."""
     if not isinstance(pid, int) or shutil.which("nsenter") is None:
