@@ -197,6 +197,9 @@ volumes:
     assert refused.status_code == 400
     assert refused.json()["errors"][0]["field"] == "volumes.data.driver"
     assert "pgdata" not in [v["name"] for v in cluster.http.get("/v1/volumes").json()]
-    # the volume outlives its service
+    # not removed from under a service that uses it; it outlives the service
+    used = cluster.cli("volume", "rm", "data", check=False)
+    assert used.returncode == 1 and "used by service db" in used.stderr
     cluster.cli("stop", "db")
     assert cluster.http.get("/v1/volumes/data").status_code == 200
+    assert "removed" in cluster.cli("volume", "rm", "data").stdout

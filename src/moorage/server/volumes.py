@@ -117,15 +117,36 @@ class VolumesApi:
     async def volume_delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         now = self.clock()
+        users = self.users(name)
 
         def change(current: Volume | None) -> tuple[None, list[Any]]:
             if current is None:
                 raise NotFound(f"no volume named {name!r}")
             check_deletable(current, now)
+            if users:
+                raise Conflict(
+                    f"volume {name} is used by service {', '.join(users)}: its next task would "
+                    f"wait for the volume forever; stop the service first (moorage stop "
+                    f"{users[0]})"
+                )
             return None, [new_event("volume.deleted", f"volume {name} deleted", now=now)]
 
         await self.writer.update(k.volume_key(name), Volume, change)
         return respond({"deleted": name})
+
+    def users(self, name: str) -> list[str]:
+        """The active services whose current revision claims volume `name`."""
+        found = []
+        for service in self.cache.services.values():
+            if service.status != "active":
+                continue
+            taskdef = self.cache.taskdefs.get((service.family, service.revision))
+            if taskdef is None:
+                continue
+            claimed = taskdef.claimed_volumes()
+            if any(spec.volume_name(key) == name for key, spec in claimed.items()):
+                found.append(service.name)
+        return sorted(found)
 
     # ---- the agents' side --------------------------------------------------------------
     async def _grant_body(self, request: web.Request, epoch: bool) -> GrantBody:
