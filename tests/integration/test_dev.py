@@ -84,6 +84,23 @@ def test_dev_demo_ctrl_c_and_resume(tmp_path: Path) -> None:
         wait_for(lambda: _running(addr) == {"web": 3, "worker": 1}, 20, what="services resumed")
         revisions = {s["name"]: s["revision"] for s in httpx.get(f"{addr}/v1/services").json()}
         assert revisions == {"web": 1, "worker": 1}, "the demo redeploy must not make new revisions"
+        # the worker's counter is on its volume: it goes on from where it was
+        wait_for(
+            lambda: (
+                "resumed at tick"
+                in subprocess.run(
+                    [*MOORAGE, "logs", "worker"],
+                    capture_output=True,
+                    text=True,
+                    env={**_env(), "MOORAGE_ADDR": addr},
+                    cwd=REPO,
+                ).stdout
+            ),
+            10,
+            0.2,
+        )
+        (volume,) = httpx.get(f"{addr}/v1/volumes").json()
+        assert (volume["name"], volume["state"]) == ("worker-state", "attached")
     finally:
         assert again.stop() == 0
 
