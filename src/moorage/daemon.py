@@ -14,13 +14,35 @@ import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from moorage.agent.agent import Agent
-from moorage.dns import DnsConfig
-from moorage.server.app import Server, ServerConfig
+
+if TYPE_CHECKING:
+    from moorage.dns import DnsConfig
+    from moorage.metrics.influx import InfluxConfig
+    from moorage.server.app import Server, ServerConfig
+
+
+def __getattr__(name: str) -> Any:
+    """The server's classes load on first use: an agent process never imports the server
+    (about 14 MB of its memory; benchmarks/agent_footprint.py)."""
+    if name == "DnsConfig":
+        from moorage.dns import DnsConfig
+
+        return DnsConfig
+    if name == "ServerConfig":
+        from moorage.server.app import ServerConfig
+
+        return ServerConfig
+    if name == "InfluxConfig":
+        from moorage.metrics.influx import InfluxConfig
+
+        return InfluxConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Agent",
@@ -46,6 +68,10 @@ class DevConfig:
     attrs: dict[str, str] = field(default_factory=dict)
     demo_dir: Path | None = None
     dns: DnsConfig | None = None  # the server's DNS interface (None: no DNS listener)
+    metrics_interval: float = 10.0  # the agent's metrics collection (0: none)
+    influx: InfluxConfig | None = None  # the server's InfluxDB output (`--influx-url`)
+    metrics_retention: float = 86400.0  # the server's raw samples (`--metrics-retention`)
+    metrics_rollup_retention: float = 30 * 86400.0  # its 1-minute rollups
 
 
 def node_name() -> str:
@@ -88,6 +114,8 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def serve(config: ServerConfig, echo: Callable[[str], None]) -> None:
+    from moorage.server.app import Server
+
     server = Server(config)
     ready = asyncio.Event()
     task = asyncio.create_task(server.run(ready))
@@ -113,9 +141,16 @@ async def run_agent(agent: Agent, echo: Callable[[str], None]) -> None:
 
 async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
     """Server + agent + SQLite in one process; optionally deploy the demo specs."""
+    from moorage.server.app import Server, ServerConfig
+
     server = Server(
         ServerConfig(
-            data_dir=config.data_dir / "server", http_addr=config.http_addr, dns=config.dns
+            data_dir=config.data_dir / "server",
+            http_addr=config.http_addr,
+            dns=config.dns,
+            influx=config.influx,
+            metrics_retention=config.metrics_retention,
+            metrics_rollup_retention=config.metrics_rollup_retention,
         )
     )
     server_ready, agent_ready = asyncio.Event(), asyncio.Event()
@@ -129,6 +164,7 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
             http_addr=config.agent_addr,
             attrs=config.attrs,
             token=server.token_path.read_text().strip(),
+            metrics_interval=config.metrics_interval,
         )
         agent_task = asyncio.create_task(
             agent.run(agent_ready, stop_tasks_on_exit=True), name="agent"

@@ -7,6 +7,7 @@
      ├ event loop         (with --event-handler) run a command when a user event fires
      ├ watch loop         GET /v1/nodes/<name>/tasks?index=N (blocking) ─▶ sync()
      ├ HTTP API           logs of the tasks it runs
+     ├ metrics            node and task figures every --metrics-interval (agent/metrics.py)
      └ one TaskRunner per task (attach volumes, start, watch, stop, detach, report)
         └ its volumes' lease keeper: renew every lease/3; lost ─▶ the task is killed
 
@@ -42,6 +43,7 @@ from moorage.volumes import Layout
 from .client import ServerClient, ServerError
 from .handles import HandleStore, SavedTask
 from .http import build_app
+from .metrics import DEFAULT_BUFFER_BYTES, DEFAULT_INTERVAL, AgentMetrics, disk_paths
 from .pause import thaw_leftovers
 from .registrations import RegistrationChecks
 from .resources import machine_cpu, machine_memory
@@ -73,6 +75,8 @@ class Agent:
         event_handlers: dict[str, str] | None = None,
         shared_volume_root: Path | None = None,
         volume_lease: float = DEFAULT_LEASE,
+        metrics_interval: float = DEFAULT_INTERVAL,
+        metrics_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
     ) -> None:
         self.server_urls = [server_url] if isinstance(server_url, str) else list(server_url)
         self.name = name
@@ -100,6 +104,8 @@ class Agent:
         )
         self.volume_lease = volume_lease
         self.node_mounts = NodeMounts()
+        self.metrics_interval = metrics_interval  # 0: no metrics collection
+        self.metrics_buffer_bytes = metrics_buffer_bytes
 
     def node(self) -> Node:
         cgroups = self.process_driver.cgroups
@@ -166,10 +172,25 @@ class Agent:
                         group.create_task(checks.run())
                         if self.event_handlers:
                             group.create_task(self._event_loop())
+                        if self.metrics_interval > 0:
+                            group.create_task(self._metrics().run())
                 finally:
                     await self._shutdown(stop_tasks_on_exit)
             finally:
                 await runner.cleanup()
+
+    def _metrics(self) -> AgentMetrics:
+        assert self.client is not None
+        return AgentMetrics(
+            node=self.name,
+            client=self.client,
+            runners=lambda: list(self.runners.values()),
+            docker=lambda: getattr(self.drivers.get("docker"), "docker", None),
+            buffer_dir=self.data_dir / "metrics-buffer",
+            disk_paths=disk_paths(self.data_dir, self.volume_layout.shared_root),
+            interval=self.metrics_interval,
+            buffer_bytes=self.metrics_buffer_bytes,
+        )
 
     async def _shutdown(self, stop_tasks: bool) -> None:
         runners = list(self.runners.values())

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from moorage.metrics.model import Batch
 from moorage.model import Node, Task, TaskDefinition
 from moorage.model.catalog import Registration
 from moorage.model.volume import Volume
@@ -175,3 +176,13 @@ class ServerClient:
             "POST", f"/v1/volumes/{name}/{action}", timeout=timeout, json=body
         )
         return Volume.model_validate(answer)
+
+    async def metrics_ingest(self, batch: Batch, timeout: float = 10) -> None:
+        """Send a batch of metric points (`POST /v1/metrics/ingest`)."""
+        await self._call(
+            "POST",
+            "/v1/metrics/ingest",
+            timeout=timeout,
+            headers={"Content-Type": "application/json"},
+            data=batch.model_dump_json(),
+        )

@@ -209,6 +209,48 @@ class Client:
     def remove_volume(self, name: str) -> None:
         self.request("DELETE", f"/v1/volumes/{quote(name, safe='')}")
 
+    # ---- alerts ----------------------------------------------------------------------------
+    def alerts(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/alerts")
+        return result
+
+    def alert_rules(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/alerts/rules")
+        return result
+
+    def apply_alert_rules(self, text: str) -> list[dict[str, Any]]:
+        headers = {"Content-Type": "application/yaml"}
+        result: list[dict[str, Any]] = self.request(
+            "PUT", "/v1/alerts/rules", content=text.encode(), headers=headers
+        )
+        return result
+
+    def delete_alert_rule(self, name: str) -> None:
+        self.request("DELETE", f"/v1/alerts/rules/{quote(name, safe='')}")
+
+    def notifiers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/alerts/notifiers")
+        return result
+
+    def set_notifier(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"/v1/alerts/notifiers/{quote(name, safe='')}"
+        result: dict[str, Any] = self.request("PUT", path, json=body)
+        return result
+
+    def delete_notifier(self, name: str) -> None:
+        self.request("DELETE", f"/v1/alerts/notifiers/{quote(name, safe='')}")
+
+    def silences(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/silences")
+        return result
+
+    def add_silence(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/v1/silences", json=body)
+        return result
+
+    def delete_silence(self, silence_id: str) -> None:
+        self.request("DELETE", f"/v1/silences/{quote(silence_id, safe='')}")
+
     def tasks(self, service: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in (("service", service), ("node", node)) if v}
         result: list[dict[str, Any]] = self.request("GET", "/v1/tasks", params=params)
@@ -372,6 +414,40 @@ class Client:
             raise
         part.replace(dest)
         return written
+
+    # ---- metrics (docs/metrics.md; used by `moorage top` and `moorage metrics`) ----------
+    def metrics_series(
+        self, metric: str | None = None, matchers: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The series the server knows (of `metric`, matching labels), each with its last
+        sample: `{"metric", "labels", "last_ts", "last_value"}`."""
+        params = {**(matchers or {}), **({"metric": metric} if metric else {})}
+        result: list[dict[str, Any]] = self.request("GET", "/v1/metrics/series", params=params)
+        return result
+
+    def metrics_query(
+        self,
+        metric: str,
+        matchers: dict[str, str] | None = None,
+        *,
+        start: str = "-1h",
+        end: str | None = None,
+        step: str | None = None,
+        agg: str = "avg",
+        by: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """A range query: `[{"metric", "labels", "points": [[ts, value], ...]}]`."""
+        params = {**(matchers or {}), "metric": metric, "from": start, "agg": agg}
+        optional = {"to": end, "step": step, "by": by}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        result: list[dict[str, Any]] = self.request("GET", "/v1/metrics/query", params=params)
+        return result
+
+    def metrics_ingest(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Send a `Batch` (`{"node", "points": [{metric, labels, ts, value}], "dropped"}`)
+        as an agent does (needs MOORAGE_TOKEN, the join token): `{"received", "kept"}`."""
+        result: dict[str, Any] = self.request("POST", "/v1/metrics/ingest", json=batch)
+        return result
 
 
 def _snapshot_path(volume: str, snapshot_id: str) -> str:

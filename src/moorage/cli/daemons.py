@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from moorage.model import FieldError, SpecError
+
+if TYPE_CHECKING:
+    from moorage.metrics.influx import InfluxConfig
 
 
 def parse_addr(value: str, field: str) -> tuple[str, int]:
@@ -47,6 +51,114 @@ def parse_attrs(values: tuple[str, ...]) -> dict[str, str]:
             raise SpecError([FieldError("attr", f"must be key=value, got {item!r}")])
         attrs[key.strip()] = value.strip()
     return attrs
+
+
+def parse_interval(value: str, field: str) -> float:
+    """`--metrics-interval`: a duration, 0 (no collection) or at least 1s."""
+    from moorage.model.duration import parse_duration
+
+    try:
+        seconds = 0.0 if value.strip() == "0" else parse_duration(value)
+    except ValueError as exc:
+        raise SpecError([FieldError(field, str(exc))]) from None
+    if 0 < seconds < 1:
+        raise SpecError([FieldError(field, "must be 0 (off) or at least 1s")])
+    return seconds
+
+
+metrics_interval_option = click.option(
+    "--metrics-interval",
+    default="10s",
+    show_default=True,
+    help="How often the agent samples node and task metrics and sends them (0: never).",
+)
+
+
+def influx_options(func: click.decorators.FC) -> click.decorators.FC:
+    """The InfluxDB output (server and dev; docs/metrics.md)."""
+    for option in reversed(
+        [
+            click.option(
+                "--influx-url",
+                default=None,
+                help="Push every ingested point to InfluxDB 1.x in line protocol, e.g. "
+                "http://HOST:8086/write?db=moorage (u, p, rp, precision as InfluxDB takes them).",
+            ),
+            click.option(
+                "--influx-buffer",
+                type=click.IntRange(min=1),
+                default=100_000,
+                show_default=True,
+                help="Points held in memory while InfluxDB is away; beyond it the oldest are "
+                "dropped and counted (moorage_influx_dropped_total).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def parse_influx(url: str | None, buffer: int) -> InfluxConfig | None:
+    from moorage.metrics.influx import InfluxConfig
+
+    if url is None:
+        return None
+    try:
+        return InfluxConfig(url, buffer=buffer)
+    except ValueError as exc:
+        raise SpecError([FieldError("influx-url", str(exc))]) from None
+
+
+def _rules_file(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).resolve()
+    if not path.is_file():
+        raise SpecError([FieldError("alert-rules", f"{value} is not a file")])
+    return path
+
+
+def metrics_store_options(func: click.decorators.FC) -> click.decorators.FC:
+    """The embedded time-series store's retention (server and dev; docs/metrics.md)."""
+    for option in reversed(
+        [
+            click.option(
+                "--metrics-retention",
+                default="24h",
+                show_default=True,
+                help="How long raw metric samples are kept (at least 2h).",
+            ),
+            click.option(
+                "--metrics-rollup-retention",
+                default="30d",
+                show_default=True,
+                help="How long 1-minute rollups (min/max/avg/count) are kept.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def parse_retention(raw: str, rollup: str) -> tuple[float, float]:
+    """`--metrics-retention` and `--metrics-rollup-retention` → seconds (raw, rollups)."""
+    from moorage.metrics.tsdb import TsdbConfig
+    from moorage.model.duration import parse_duration
+
+    errors, seconds = [], {}
+    for field, value in (("metrics-retention", raw), ("metrics-rollup-retention", rollup)):
+        try:
+            seconds[field] = parse_duration(value)
+        except ValueError as exc:
+            errors.append(FieldError(field, str(exc)))
+    if not errors:
+        config = TsdbConfig(seconds["metrics-retention"], seconds["metrics-rollup-retention"])
+        names = {"raw_retention": "metrics-retention"}
+        names["rollup_retention"] = "metrics-rollup-retention"
+        errors = [FieldError(names[k], m) for k, m in config.problems().items() if k in names]
+    if errors:
+        raise SpecError(errors)
+    return seconds["metrics-retention"], seconds["metrics-rollup-retention"]
 
 
 def common_options(func: click.decorators.FC) -> click.decorators.FC:
@@ -124,6 +236,9 @@ def dns_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--demo-dir", default="examples", show_default=True)
 @click.option("--node-name", default=None, help="Name of the local node (default: the hostname).")
 @click.option("--attr", "attrs", multiple=True, help="Node attribute key=value (repeatable).")
+@metrics_interval_option
+@influx_options
+@metrics_store_options
 def dev(
     data_dir: str,
     http_addr: str,
@@ -137,6 +252,11 @@ def dev(
     demo_dir: str,
     node_name: str | None,
     attrs: tuple[str, ...],
+    metrics_interval: str,
+    influx_url: str | None,
+    influx_buffer: int,
+    metrics_retention: str,
+    metrics_rollup_retention: str,
 ) -> None:
     """Server + agent + SQLite store in one process: a one-machine cluster."""
     from moorage import daemon
@@ -144,6 +264,7 @@ def dev(
     dns = daemon.DnsConfig.from_options(
         parse_addr(dns_addr, "dns-addr"), dns_domain, dns_alt_domain, dns_ttl, dns_recursors
     )
+    raw_retention, rollup_retention = parse_retention(metrics_retention, metrics_rollup_retention)
     demo_path = Path(demo_dir) if demo else None
     if demo_path is not None and not demo_path.is_dir():
         raise SpecError([FieldError("demo-dir", f"{demo_dir} is not a directory")])
@@ -154,6 +275,10 @@ def dev(
         attrs=parse_attrs(attrs),
         demo_dir=demo_path,
         dns=dns,
+        metrics_interval=parse_interval(metrics_interval, "metrics-interval"),
+        influx=parse_influx(influx_url, influx_buffer),
+        metrics_retention=raw_retention,
+        metrics_rollup_retention=rollup_retention,
         **({"node_name": node_name} if node_name else {}),
     )
     daemon.run(lambda: daemon.dev(config, lambda line: click.echo(line)))
@@ -172,6 +297,19 @@ def dev(
     is_flag=True,
     help="DNS answers only names the `anonymous` ACL policy may read (others: REFUSED).",
 )
+@influx_options
+@metrics_store_options
+@click.option(
+    "--alert-rules",
+    default=None,
+    help="A YAML or JSON file of alert rules (and notifiers) applied at start (docs/metrics.md).",
+)
+@click.option(
+    "--alert-interval",
+    default="3s",
+    show_default=True,
+    help="How often the leader evaluates the alert rules.",
+)
 def server(
     data_dir: str,
     http_addr: str,
@@ -183,6 +321,12 @@ def server(
     dns_recursors: tuple[str, ...],
     acl: bool,
     acl_dns: bool,
+    influx_url: str | None,
+    influx_buffer: int,
+    metrics_retention: str,
+    metrics_rollup_retention: str,
+    alert_rules: str | None,
+    alert_interval: str,
 ) -> None:
     """Run a server: API, state store, control loops, DNS."""
     from moorage import daemon
@@ -192,11 +336,17 @@ def server(
     )
     if acl_dns and not acl:
         raise SpecError([FieldError("acl-dns", "needs --acl")])
+    raw_retention, rollup_retention = parse_retention(metrics_retention, metrics_rollup_retention)
     config = daemon.ServerConfig(
         data_dir=Path(data_dir).resolve(),
         http_addr=parse_addr(http_addr, "http-addr"),
         acl=acl,
         dns=dataclasses.replace(dns, acl=acl_dns),
+        influx=parse_influx(influx_url, influx_buffer),
+        alert_rules=_rules_file(alert_rules),
+        alert_interval=max(parse_interval(alert_interval, "alert-interval"), 1.0),
+        metrics_retention=raw_retention,
+        metrics_rollup_retention=rollup_retention,
     )
     daemon.run(lambda: daemon.serve(config, lambda line: click.echo(line)))
 
@@ -257,6 +407,14 @@ def server(
     show_default=True,
     help="Lease of the volume claims this agent takes (renewed every third of it).",
 )
+@metrics_interval_option
+@click.option(
+    "--metrics-buffer-size",
+    default="64MiB",
+    show_default=True,
+    help="Disk the agent may use for metrics while no server takes them (the oldest are "
+    "dropped first, and counted).",
+)
 @common_options
 def agent(
     server_urls: tuple[str, ...],
@@ -269,6 +427,8 @@ def agent(
     event_handlers: tuple[str, ...],
     shared_volume_root: str | None,
     volume_lease: str,
+    metrics_interval: str,
+    metrics_buffer_size: str,
     data_dir: str,
     http_addr: str,
     dns_addr: str,
@@ -277,6 +437,7 @@ def agent(
     """Run a node agent: registers this machine and runs the tasks placed on it."""
     from moorage import daemon
     from moorage.model.duration import parse_duration
+    from moorage.model.taskdef import size_mib
     from moorage.model.volume import MAX_LEASE, MIN_LEASE
 
     try:
@@ -285,6 +446,10 @@ def agent(
         raise SpecError([FieldError("volume-lease", str(exc))]) from None
     if not MIN_LEASE <= lease <= MAX_LEASE:
         raise SpecError([FieldError("volume-lease", "must be between 1s and 1h")])
+    try:
+        buffer_mib = size_mib(metrics_buffer_size)
+    except ValueError as exc:
+        raise SpecError([FieldError("metrics-buffer-size", str(exc))]) from None
 
     node = daemon.Agent(
         server_url=parse_servers(server_urls),
@@ -299,6 +464,8 @@ def agent(
         event_handlers=parse_handlers(event_handlers),
         shared_volume_root=Path(shared_volume_root).resolve() if shared_volume_root else None,
         volume_lease=lease,
+        metrics_interval=parse_interval(metrics_interval, "metrics-interval"),
+        metrics_buffer_bytes=buffer_mib * 1024 * 1024,
     )
     daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))
 

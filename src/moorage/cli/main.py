@@ -17,11 +17,13 @@ from moorage.model import MoorageError, SpecError
 
 from . import (
     acl,
+    alerts,
     cluster,
     compose,
     daemons,
     execute,
     kv,
+    metrics,
     secrets,
     services,
     tag,
@@ -111,6 +113,7 @@ def cli(ctx: click.Context, addr: str, token: str | None, debug: bool) -> None:
 
 for module in (
     daemons,
+    alerts,
     services,
     cluster,
     secrets,
@@ -121,6 +124,7 @@ for module in (
     userevents,
     kv,
     volumes,
+    metrics,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from pydantic import BaseModel
@@ -25,6 +26,10 @@ from .reconcile import Snapshot, reconcile
 log = logging.getLogger(__name__)
 
 TXN_WRITES = 100  # etcd's default --max-txn-ops is 128: keep every transaction under it
+
+
+def _unobserved(decide: float, round_: float) -> None:
+    pass
 
 
 class Reconciler:
@@ -45,6 +50,8 @@ class Reconciler:
         # Mixed into each round's seed: the plan stays a pure function of (snapshot, seed), yet two
         # clusters (or a restarted server) do not pick the same task ids and host ports.
         self.salt = random.getrandbits(48)
+        # (decision seconds, round seconds incl. writes): the server's /metrics histograms
+        self.observe: Callable[[float, float], None] = _unobserved
 
     async def run(self) -> None:
         await self.cache.wait_synced()
@@ -58,6 +65,7 @@ class Reconciler:
     async def round(self) -> bool:
         """One decision and its writes; True if it wrote anything (decide again at once)."""
         cache = self.cache
+        started = time.perf_counter()
         snapshot = Snapshot(
             cache.services,
             cache.taskdefs,
@@ -68,13 +76,16 @@ class Reconciler:
         )
         plan = reconcile(snapshot, self.clock(), seed=cache.revision ^ self.salt)
         self.rounds += 1
+        decided = time.perf_counter() - started
         if plan.empty:
+            self.observe(decided, decided)
             return False
         ops = self._ops(plan)  # built before any await: mod revisions match the snapshot
         all_ok = True
         for compares, chunk in ops:
             if await self.writer.commit(compares, chunk) is None:
                 all_ok = False
+        self.observe(decided, time.perf_counter() - started)
         if not all_ok:
             await asyncio.sleep(0.02)  # lost a CAS: the cache is about to show why
         return True

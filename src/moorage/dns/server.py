@@ -27,6 +27,8 @@ from typing import Any
 import dns.asyncquery
 import dns.exception
 import dns.message
+import dns.rcode
+import dns.rdatatype
 
 from moorage.model import Unavailable
 from moorage.state import StateCache
@@ -50,6 +52,9 @@ FORWARD_TIMEOUT = 2.0  # per recursor
 _TYPE_CLASS = struct.Struct("!HH")
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _PLAIN_QUERY = _PLAIN_COUNTS + b"\x00\x00"  # ... and ARCOUNT 0: no EDNS
+# Query types counted by name in `query_counts()`; any other is "other" (bounded labels).
+_COUNTED_TYPES = frozenset((1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 64, 65, 255))
+_MAX_COUNT_KEYS = 1024
 
 
 class DnsServer:
@@ -64,6 +69,8 @@ class DnsServer:
         self.ra = bool(config.recursors)
         self.port = config.addr[1]
         self.stats = {"tcp": 0, "slow": 0, "dropped": 0, "errors": 0, "forwarded": 0}
+        # answers sent, by `rcode << 16 | qtype` (plain ints: one dict update per query)
+        self.queries: dict[int, int] = {}
         self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,6 +193,33 @@ class DnsServer:
             return None
         return wire.error_reply(data, wire.SERVFAIL, ra=self.ra)
 
+    # ---- counting --------------------------------------------------------------------------
+    def _count(self, out: bytes) -> None:
+        """Count an answer by its rcode and question type (every path but the inlined one)."""
+        end = out.find(0, HEADER) + 2 if out[4:6] != b"\x00\x00" else 0
+        qtype = out[end - 1] << 8 | out[end] if HEADER < end < len(out) else 0
+        key = (out[3] & 0x0F) << 16 | qtype
+        queries = self.queries
+        queries[key] = queries.get(key, 0) + 1
+        if len(queries) > _MAX_COUNT_KEYS:  # odd types: fold them into "other" (type 0)
+            for odd in [k for k in queries if k & 0xFFFF not in _COUNTED_TYPES and k & 0xFFFF]:
+                folded = odd & ~0xFFFF
+                queries[folded] = queries.get(folded, 0) + queries.pop(odd)
+
+    def query_counts(self) -> dict[tuple[str, str], int]:
+        """Answers sent so far by (query type, rcode) name: what /metrics exposes."""
+        counts: dict[tuple[str, str], int] = {}
+        for key, n in list(self.queries.items()):
+            qtype, rcode = key & 0xFFFF, key >> 16
+            kind = (
+                dns.rdatatype.to_text(dns.rdatatype.RdataType(qtype))
+                if qtype in _COUNTED_TYPES
+                else "other"
+            )
+            name = (kind, dns.rcode.to_text(dns.rcode.Rcode(rcode)))
+            counts[name] = counts.get(name, 0) + n
+        return counts
+
     # ---- UDP -------------------------------------------------------------------------------
     def _readable(self) -> None:
         """Drain the UDP socket (up to UDP_BATCH datagrams), answering each one.
@@ -197,6 +231,7 @@ class DnsServer:
             return
         recv, send = sock.recvfrom, sock.sendto
         entries, revision = self._entries, self.state.revision  # the cache cannot move meanwhile
+        queries = self.queries
         for _ in range(UDP_BATCH):
             try:
                 data, addr = recv(UDP_RECV)
@@ -215,6 +250,8 @@ class DnsServer:
                 ):
                     cycle = entry.cycles[data[2] & 1]
                     if cycle is not None:
+                        counted = entry.rcode << 16 | data[-4] << 8 | data[-3]  # ends with qtype
+                        queries[counted] = queries.get(counted, 0) + 1
                         try:
                             send(data[:2] + next(cycle), addr)
                         except OSError:
@@ -224,6 +261,7 @@ class DnsServer:
             except Exception:
                 out = self._servfail(data)
             if out is not None:
+                self._count(out)
                 try:
                     send(out, addr)
                 except OSError:  # EAGAIN included: the client retries, as over any lossy path
@@ -261,6 +299,7 @@ class DnsServer:
     def _send(self, out: bytes, addr: Any) -> None:
         if self._udp is None:
             return
+        self._count(out)
         try:
             self._udp.sendto(out, addr)
         except OSError:
@@ -307,6 +346,7 @@ class DnsServer:
                 out = self._servfail(data)
             if out is None:
                 continue
+            self._count(out)
             writer.write(len(out).to_bytes(2, "big") + out)
             async with asyncio.timeout(TCP_WRITE):
                 await writer.drain()

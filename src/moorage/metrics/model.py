@@ -56,6 +56,15 @@ class Series(BaseModel):
     points: list[tuple[float, float]]
 
 
+class SeriesInfo(BaseModel):
+    """A series the store knows and its last sample: `GET /v1/metrics/series`."""
+
+    metric: str
+    labels: dict[str, str]
+    last_ts: float | None = None
+    last_value: float | None = None
+
+
 class Query(BaseModel):
     """`GET /v1/metrics/query?metric=task_cpu_percent&service=web&from=-1h&step=60s&agg=avg`
 

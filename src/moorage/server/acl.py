@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -63,7 +63,23 @@ AGENT = {
     ("POST", "/v1/volumes/{name}/claim"),
     ("POST", "/v1/volumes/{name}/renew"),
     ("POST", "/v1/volumes/{name}/release"),
+    ("POST", "/v1/metrics/ingest"),
 }
+
+
+def metrics_needs(params: Mapping[str, str]) -> list[Need]:
+    """Metrics describe nodes and the services' tasks on them, so reading them is reading
+    those: a task series (`task_*`) needs read on its service (the `service` matcher, else
+    all services); a node or agent series needs read on its node (the `node` matcher, else
+    all nodes); anything else (no metric named: every series) needs both on all."""
+    metric = params.get("metric", "")
+    service = Need("service", params.get("service", ""), Level.READ)
+    node = Need("node", params.get("node", ""), Level.READ)
+    if metric.startswith("task_"):
+        return [service]
+    if metric.startswith(("node_", "agent_")):
+        return [node]
+    return [Need("service", "", Level.READ), Need("node", "", Level.READ)]
 
 
 def request_token(request: web.Request) -> str:
@@ -106,6 +122,10 @@ class AclGuard:
         pattern = route.canonical if route is not None else request.path
         method, info = request.method, request.match_info
         read = Level.READ if method in ("GET", "HEAD") else Level.WRITE
+        if pattern == "/metrics":  # every node's and service's series (docs/metrics.md)
+            return [Need("node", "", Level.READ), Need("service", "", Level.READ)]
+        # Outside /v1/: the dashboard's static files (/ui/, server/ui.py) carry no data; the
+        # page's own API calls send the user's token.
         if pattern in OPEN or (method, pattern) in AGENT or not pattern.startswith("/v1/"):
             return None
         if pattern.startswith("/v1/kv/"):
@@ -122,6 +142,12 @@ class AclGuard:
             # No resource of their own yet: volumes and their snapshots belong to the services
             # (all of them).
             return [Need("service", "", read)]
+        if pattern.startswith(("/v1/alerts", "/v1/silences")):
+            # Alerts watch every service and node: read (or write) on all services, as the
+            # cluster-wide lists. Notifier routing keys are never shown in clear.
+            return [Need("service", "", read)]
+        if pattern in ("/v1/metrics/query", "/v1/metrics/series"):
+            return metrics_needs(request.query)
         if pattern.startswith("/v1/secrets"):
             return [Need("secret", info.get("name", ""), read)]
         if pattern.startswith("/v1/exec/"):

@@ -24,23 +24,30 @@ from moorage.controllers.leader import SoleLeader, run_as_leader
 from moorage.controllers.liveness import NodeLiveness
 from moorage.controllers.loops import GarbageCollector, Reconciler
 from moorage.dns import DnsConfig, DnsServer
+from moorage.metrics.influx import InfluxConfig, InfluxPusher
+from moorage.metrics.notify import Sender
+from moorage.metrics.tsdb import DAY, TimeSeriesStore, TsdbConfig
 from moorage.model import Unavailable
 from moorage.state import StateCache, StateWriter
 from moorage.store import Store
 from moorage.store.sqlite import SqliteStore
 
 from .acl import AclApi, AclGuard
+from .alerts import AlertLoop, AlertsApi, load_rules_file
 from .api import Api, table
 from .consul import INDEX, ConsulApi
 from .errors import error_middleware
 from .events import EventsApi
 from .exec import ExecProxy
+from .exposition import ExpositionApi, Internals
 from .join import JoinGuard, load_or_create
 from .kv import KvApi
 from .logs import LogsProxy
+from .metrics import MetricsApi, run_metrics_store
 from .registrations import RegistrationsApi
 from .secrets import SecretBox, SecretsApi
 from .snapshots import SnapshotsApi
+from .ui import add_ui
 from .volumes import VolumesApi
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,11 @@ class ServerConfig:
     gc_interval: float = 10.0
     acl: bool = False  # ACL tokens required (default deny) when on
     dns: DnsConfig | None = None  # the DNS interface (`--dns-*`); None: no DNS listener
+    metrics_retention: float = DAY  # raw samples (`--metrics-retention`)
+    metrics_rollup_retention: float = 30 * DAY  # 1-minute rollups
+    alert_rules: Path | None = None  # `--alert-rules FILE`: applied at start
+    alert_interval: float = 3.0  # how often the leader evaluates the alert rules
+    influx: InfluxConfig | None = None  # `--influx-url`: every ingested point pushed there
 
 
 def build_app(
@@ -63,9 +75,17 @@ def build_app(
     execs: ExecProxy,
     *parts: object,
     acl: AclGuard | None = None,
+    internals: Internals | None = None,
 ) -> web.Application:
     middlewares = [error_middleware] + ([acl.middleware] if acl is not None else [])
-    app = web.Application(middlewares=middlewares, handler_args={"handler_cancellation": True})
+    if internals is not None:  # outermost: it times every request and sees its final status
+        middlewares.insert(0, internals.middleware)
+    # 8 MiB: an agent replaying its metrics buffer sends up to 5,000 points (~1 MB of JSON).
+    app = web.Application(
+        middlewares=middlewares,
+        handler_args={"handler_cancellation": True},
+        client_max_size=8 * 1024 * 1024,
+    )
 
     async def consul_index(request: web.Request, response: web.StreamResponse) -> None:
         # Consul clients expect X-Consul-Index on every answer, errors included.
@@ -77,6 +97,7 @@ def build_app(
     for part in (logs, secrets, execs, *parts):
         bound.update({name: getattr(part, name) for name in dir(part) if not name.startswith("_")})
     table.install(app, bound)
+    add_ui(app)  # the dashboard's static files (/ui/) and the / redirect
     return app
 
 
@@ -89,6 +110,9 @@ class Server:
         self.url = f"http://{config.http_addr[0]}:{config.http_addr[1]}"
         self.token_path = config.data_dir / "join-token"
         self.dns: DnsServer | None = None
+        self.metrics: TimeSeriesStore | None = None  # the embedded time-series store
+        self.internals = Internals()  # /metrics: this server's own series
+        self.influx = InfluxPusher.from_config(config.influx) if config.influx else None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; every resource is released on the way out."""
@@ -96,13 +120,25 @@ class Server:
         store = await SqliteStore.open(self.config.data_dir / "state.db")
         self.store = store
         try:
+            self.metrics = self.open_metrics()
             await self._serve(store, ready)
         finally:
             await store.close()
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def open_metrics(self) -> TimeSeriesStore:
+        """The time-series store under `<data dir>/metrics` (read back from its file)."""
+        config = TsdbConfig(
+            raw_retention=self.config.metrics_retention,
+            rollup_retention=self.config.metrics_rollup_retention,
+        )
+        return TimeSeriesStore(self.config.data_dir / "metrics" / "metrics.db", config, self.clock)
 
     async def _serve(self, store: Store, ready: asyncio.Event | None) -> None:
         cache = self.cache = StateCache(store)
         writer = StateWriter(store, cache, self.clock)
+        writer.observe_commit = self.internals.commit.observe
         async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
             group.create_task(cache.run(), name="state-cache")
             await cache.wait_synced()
@@ -120,6 +156,24 @@ class Server:
             volumes.guard = api.guard
             join_token = self.token_path.read_text().strip()  # agents check it on snapshots
             snapshots = SnapshotsApi(cache, writer, self.clock, session, join_token)
+            assert self.metrics is not None
+            metrics = MetricsApi(self.metrics, self.clock)
+            metrics.forward = self.influx.offer if self.influx is not None else None
+            metrics.guard = api.guard
+            group.create_task(run_metrics_store(self.metrics), name="metrics-store")
+            if self.config.alert_rules is not None:
+                await load_rules_file(self.config.alert_rules, writer, self.clock)
+            alerts = AlertLoop(
+                cache,
+                writer,
+                Sender(session, self.url).send,
+                lambda: self.metrics,
+                self.clock,
+                self.config.alert_interval,
+            )
+            self.internals.watch(cache, lambda: self.dns, self.influx)
+            if self.influx is not None:
+                group.create_task(self.influx.run(), name="influx")
             app = build_app(
                 api,
                 LogsProxy(cache, session),
@@ -132,7 +186,11 @@ class Server:
                 registrations,
                 volumes,
                 snapshots,
+                metrics,
+                AlertsApi(cache, writer, self.clock, alerts),
+                ExpositionApi(self.internals, lambda: self.metrics, self.clock),
                 acl=guard,
+                internals=self.internals,
             )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
@@ -149,6 +207,7 @@ class Server:
                     self.dns = DnsServer(cache, self.config.dns)
                     await self.dns.start()
                 reconciler = Reconciler(cache, writer, self.clock, self.config.reconcile_interval)
+                reconciler.observe = self.internals.observe_round
                 collector = GarbageCollector(
                     cache, writer, self.clock, interval=self.config.gc_interval
                 )
@@ -157,6 +216,7 @@ class Server:
                     ("reconciler", reconciler.run),
                     ("gc", collector.run),
                     ("liveness", liveness.run),
+                    ("alerts", alerts.run),
                 ]
                 group.create_task(run_as_leader(SoleLeader(), loops), name="leader")
                 if ready is not None:

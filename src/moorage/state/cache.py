@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from pydantic import BaseModel
 
+from moorage.metrics.alerts import AlertRule, AlertState, Notifier, Silence
 from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDefinition
 from moorage.model.acl import Policy, Token
 from moorage.model.catalog import Registration
@@ -46,6 +47,7 @@ class Topic:
     REGISTRATIONS = "registrations"
     VOLUMES = "volumes"
     SNAPSHOTS = "snapshots"
+    ALERTS = "alerts"  # alert rules, notifiers, silences and the alert state
 
     @staticmethod
     def volume(name: str) -> str:
@@ -127,6 +129,8 @@ def _topics(kind: Kind, key: str, obj: BaseModel | None) -> Iterable[str]:
         return (Topic.VOLUMES, Topic.volume(name))
     if kind is Kind.SNAPSHOT:
         return (Topic.SNAPSHOTS, Topic.volume_snapshots(key.split("/")[-2]))
+    if kind in (Kind.ALERT_RULE, Kind.NOTIFIER, Kind.SILENCE, Kind.ALERT_STATE):
+        return (Topic.ALERTS,)
     if kind is Kind.REGISTRATION:
         out = [Topic.REGISTRATIONS]
         if isinstance(obj, Registration):
@@ -160,6 +164,10 @@ class StateCache:
         self.acl_tokens: dict[str, Token] = {}  # by accessor id
         self.acl_policies: dict[str, Policy] = {}
         self.acl_by_digest: dict[str, Token] = {}  # by the secret's SHA-256 (hex)
+        self.alert_rules: dict[str, AlertRule] = {}
+        self.notifiers: dict[str, Notifier] = {}
+        self.silences: dict[str, Silence] = {}
+        self.alert_state: AlertState | None = None  # the leader's, as last stored
         self.kv = KvState()  # the KV store: sorted keys, per-key and per-prefix indexes
         self.events: deque[Event] = deque(maxlen=EVENT_BUFFER)
         self.mod_revisions: dict[str, int] = {}
@@ -169,6 +177,7 @@ class StateCache:
         self._changed: dict[str, asyncio.Event] = {}
         self._event_queues: set[asyncio.Queue[Event]] = set()
         self._synced = asyncio.Event()
+        self.watchers = 0  # blocking waits parked in wait()/wait_any() now (/metrics)
 
     # ---- reads -------------------------------------------------------------------------
     def index(self, topic: str) -> int:
@@ -201,10 +210,14 @@ class StateCache:
     # ---- waiting -----------------------------------------------------------------------
     async def wait(self, topic: str, index: int, timeout: float) -> int:
         """Block until topic's index exceeds `index` or timeout passes; return the index."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while self.index(topic) <= index:
-                    await self._event_for(topic).wait()
+        self.watchers += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while self.index(topic) <= index:
+                        await self._event_for(topic).wait()
+        finally:
+            self.watchers -= 1
         return self.index(topic)
 
     async def wait_any(self, topics: list[str], index: int, timeout: float) -> int:
@@ -213,15 +226,19 @@ class StateCache:
         def newest() -> int:
             return max(self.index(t) for t in topics)
 
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while newest() <= index:
-                    waits = [asyncio.ensure_future(self._event_for(t).wait()) for t in topics]
-                    try:
-                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for waiting in waits:
-                            waiting.cancel()
+        self.watchers += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while newest() <= index:
+                        waits = [asyncio.ensure_future(self._event_for(t).wait()) for t in topics]
+                        try:
+                            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            for waiting in waits:
+                                waiting.cancel()
+        finally:
+            self.watchers -= 1
         return newest()
 
     async def wait_revision(self, revision: int, timeout: float = 10.0) -> None:
@@ -318,6 +335,10 @@ class StateCache:
         self.snapshots.clear()
         self.acl_policies.clear()
         self.acl_by_digest.clear()
+        self.alert_rules.clear()
+        self.notifiers.clear()
+        self.silences.clear()
+        self.alert_state = None
         self.events.clear()
         self.mod_revisions.clear()
         self._tasks_by_service.clear()
@@ -409,6 +430,14 @@ class StateCache:
             self.acl_by_digest[obj.secret_sha256] = obj
         elif isinstance(obj, Policy):
             self.acl_policies[name] = obj
+        elif isinstance(obj, AlertRule):
+            self.alert_rules[name] = obj
+        elif isinstance(obj, Notifier):
+            self.notifiers[name] = obj
+        elif isinstance(obj, Silence):
+            self.silences[name] = obj
+        elif isinstance(obj, AlertState):
+            self.alert_state = obj
         elif isinstance(obj, Secret):
             self.secrets[kv.key[len(ROOT) + len("secrets/") :]] = obj
         elif isinstance(obj, Event):
@@ -455,6 +484,14 @@ class StateCache:
                 self.acl_by_digest.pop(token.secret_sha256, None)
         elif kind is Kind.ACL_POLICY:
             self.acl_policies.pop(name, None)
+        elif kind is Kind.ALERT_RULE:
+            self.alert_rules.pop(name, None)
+        elif kind is Kind.NOTIFIER:
+            self.notifiers.pop(name, None)
+        elif kind is Kind.SILENCE:
+            self.silences.pop(name, None)
+        elif kind is Kind.ALERT_STATE:
+            self.alert_state = None
         elif kind is Kind.SECRET:
             self.secrets.pop(key[len(ROOT) + len("secrets/") :], None)
         elif kind is Kind.TASKDEF:

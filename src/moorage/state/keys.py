@@ -15,6 +15,11 @@
 /moorage/kv/<key>                            KV store value (9-byte header: format, flags; raw bytes)
 /moorage/volumes/<name>                      Volume (attachments with leases and fencing epochs)
 /moorage/snapshots/<volume>/<id>             Snapshot of a volume (metadata; the archive is on a node)
+/moorage/alert-rules/<name>                  AlertRule (moorage.metrics.alerts)
+/moorage/notifiers/<name>                    Notifier (webhook, slack, pagerduty)
+/moorage/silences/<id>                       Silence (matchers, expiry)
+/moorage/alert-state/current                 AlertState: the leader's alert instances and what
+                                             each notifier last heard (written on change)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from moorage.metrics.alerts import AlertRule, AlertState, Notifier, Silence
 from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDefinition
 from moorage.model.acl import Policy, Token
 from moorage.model.catalog import Registration
@@ -49,6 +55,10 @@ class Kind(StrEnum):
     ACL_POLICY = "acl-policies"
     VOLUME = "volumes"
     SNAPSHOT = "snapshots"
+    ALERT_RULE = "alert-rules"
+    NOTIFIER = "notifiers"
+    SILENCE = "silences"
+    ALERT_STATE = "alert-state"
 
 
 MODELS: dict[Kind, type[BaseModel]] = {
@@ -65,6 +75,10 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.ACL_POLICY: Policy,
     Kind.VOLUME: Volume,
     Kind.SNAPSHOT: Snapshot,
+    Kind.ALERT_RULE: AlertRule,
+    Kind.NOTIFIER: Notifier,
+    Kind.SILENCE: Silence,
+    Kind.ALERT_STATE: AlertState,
 }
 
 
@@ -126,6 +140,22 @@ def volume_key(name: str) -> str:
 
 def snapshot_key(volume: str, snapshot_id: str) -> str:
     return f"{ROOT}snapshots/{volume}/{snapshot_id}"
+
+
+def alert_rule_key(name: str) -> str:
+    return f"{ROOT}alert-rules/{name}"
+
+
+def notifier_key(name: str) -> str:
+    return f"{ROOT}notifiers/{name}"
+
+
+def silence_key(silence_id: str) -> str:
+    return f"{ROOT}silences/{silence_id}"
+
+
+def alert_state_key() -> str:
+    return f"{ROOT}alert-state/current"
 
 
 def meta_key(name: str) -> str:

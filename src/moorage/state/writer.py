@@ -36,6 +36,10 @@ M = TypeVar("M", bound=BaseModel)
 MAX_ATTEMPTS = 50
 
 
+def _unobserved(seconds: float) -> None:
+    pass
+
+
 def new_deployment(
     service: str,
     family: str,
@@ -109,10 +113,13 @@ class StateWriter:
         self.store = store
         self.cache = cache
         self.clock = clock
+        self.observe_commit: Callable[[float], None] = _unobserved  # store txn seconds (/metrics)
 
     async def commit(self, compares: Sequence[Compare], ops: Sequence[Op]) -> int | None:
         """Run one CAS transaction; return its revision (cache caught up) or None if it lost."""
+        started = time.perf_counter()
         result = await self.store.txn(compares, ops)
+        self.observe_commit(time.perf_counter() - started)
         if not result.succeeded:
             return None
         await self.cache.wait_revision(result.revision)
