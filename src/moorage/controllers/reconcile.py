@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from moorage.model import (
@@ -182,7 +182,19 @@ def _converge(
         step(plan, service, deployment, tasks, now, rng)
         return
     draining = {n.name: n for n in snapshot.nodes.values() if n.status == NodeStatus.DRAINING}
-    _enforce_count(plan, service, tasks, now, rng, draining)
+    taskdef = snapshot.taskdefs.get((service.family, service.revision)) if service else None
+    # Single-writer volumes that can move (shared): a drain or a move stops the holder first.
+    # A task on a local volume cannot leave its node: it stays until the drain's deadline.
+    exclusive = (
+        sorted(
+            v.volume_name(k)
+            for k, v in taskdef.claimed_volumes().items()
+            if v.access == "single-writer" and v.driver == "shared"
+        )
+        if taskdef is not None
+        else []
+    )
+    _enforce_count(plan, service, tasks, now, rng, draining, exclusive)
 
 
 def _cancel_migrations(plan: Plan, service: Service, tasks: list[Task], why: str) -> list[Task]:
@@ -204,6 +216,7 @@ def _enforce_count(
     now: float,
     rng: random.Random,
     draining: Mapping[str, Node] | None = None,
+    exclusive: Sequence[str] = (),
 ) -> None:
     live = [t for t in tasks if t.live]
     if service is None or service.status == "stopped":
@@ -231,7 +244,7 @@ def _enforce_count(
     for _ in range(max(-extra, 0)):
         create_task(plan, service, service.revision, now, rng, not_before=not_before)
     if leaving:
-        _drain(plan, service, leaving, staying, now, draining)
+        _drain(plan, service, leaving, staying, now, draining, exclusive)
 
 
 def _leaving(task: Task, draining: Mapping[str, Node]) -> bool:
@@ -245,20 +258,25 @@ def _drain(
     staying: list[Task],
     now: float,
     draining: Mapping[str, Node],
+    exclusive: Sequence[str] = (),
 ) -> None:
+    """Stop leaving tasks while the service keeps min_healthy_percent; a task holding a
+    single-writer volume stops at once: its replacement cannot start before it has."""
     min_healthy = math.ceil(service.count * service.deployment.min_healthy_percent / 100)
     healthy = sum(1 for t in staying if t.healthy) + sum(1 for t in leaving if t.healthy)
     for task in sorted(leaving, key=lambda t: t.healthy):  # unhealthy ones go first, for free
         node = draining.get(task.node or "")
         deadline = node.drain_deadline if node is not None else None
         overdue = deadline is not None and now >= deadline
-        if not task.healthy or healthy - 1 >= min_healthy or overdue:
+        if not task.healthy or healthy - 1 >= min_healthy or overdue or exclusive:
             if node is None:
                 why = f"moved off {task.node} (rebalance)"
             else:
                 why = f"node {task.node} " + (
                     "drain deadline passed" if overdue and task.healthy else "drained"
                 )
+            if exclusive and task.healthy and not overdue:
+                why += f" (stop-first: single-writer volume {', '.join(exclusive)})"
             stop_task(plan, task, why)
             if task.healthy:
                 healthy -= 1

@@ -385,3 +385,30 @@ def test_a_task_on_a_shared_volume_goes_anywhere() -> None:
         next(iter(reconcile(s, NOW, seed=seed).writes.values()))[0].node for seed in range(16)
     }
     assert chosen <= {"n1", "n2"} and None not in chosen
+
+
+def test_a_drain_stops_a_single_writer_task_at_once_and_replaces_it_elsewhere() -> None:
+    """Replace-first cannot work with one writer: the replacement would wait on the volume
+    until the drain deadline. The task stops at once; its replacement goes elsewhere."""
+    from dataclasses import replace
+
+    from moorage.model import NodeStatus
+    from moorage.model.volume import Volume
+
+    draining = node("n1").model_copy(
+        update={"status": NodeStatus.DRAINING, "drain_deadline": NOW + 3600}
+    )
+    running = make_task(
+        id="web-1", node="n1", status=TaskStatus.RUNNING, run_generation=0, created_at=NOW - 60
+    )
+    s = snap(service(count=1), [running], [draining, node("n2")], [volume_taskdef("shared")])
+    s = replace(s, volumes={"data": Volume(name="data", driver="shared")})
+    writes = {t.id: t for t, _ in reconcile(s, NOW, seed=1).writes.values()}
+    assert writes["web-1"].desired == Desired.STOP
+    assert "stop-first: single-writer volume data" in writes["web-1"].message
+    (replacement,) = [t for i, t in writes.items() if i != "web-1"]
+    assert replacement.node == "n2" and replacement.desired == Desired.RUN
+    # without a single-writer volume the healthy task stays until its replacement serves
+    plain = snap(service(count=1), [running], [draining, node("n2")])
+    kept = {t.id: t for t, _ in reconcile(plain, NOW, seed=1).writes.values()}
+    assert "web-1" not in kept or kept["web-1"].desired == Desired.RUN
