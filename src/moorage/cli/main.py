@@ -2,10 +2,16 @@
 
 Exit codes: 0 success, 1 operational error (not found, server unreachable...), 2 invalid
 input (a bad spec, flag or argument: the message names the field).
+
+The process commands (`dev`, `server`, `agent`) are registered at import; the other command
+modules load on the first lookup of any other command (or `--help`). A `moorage agent` process
+so never imports the API client (httpx, and through it rich and pygments), the spec formats or
+the other commands: about 7 MB of the agent's memory (benchmarks/agent_footprint.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -15,20 +21,22 @@ import click
 from moorage import __version__
 from moorage.model import MoorageError, SpecError
 
-from . import (
-    acl,
-    alerts,
-    cluster,
-    compose,
-    daemons,
-    execute,
-    kv,
-    metrics,
-    secrets,
-    services,
-    tag,
-    userevents,
-    volumes,
+from . import daemons
+
+# The modules whose COMMANDS load on first use, in the order they are registered.
+LAZY_MODULES = (
+    "alerts",
+    "services",
+    "cluster",
+    "secrets",
+    "execute",
+    "compose",
+    "tag",
+    "acl",
+    "userevents",
+    "kv",
+    "volumes",
+    "metrics",
 )
 
 
@@ -40,6 +48,28 @@ def exit_code(exc: BaseException) -> int:
 
 
 class Group(click.Group):
+    _loaded = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._loaded:
+            self._load_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_commands()
+        return super().list_commands(ctx)
+
+    def _load_commands(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for name in LAZY_MODULES:
+            module = importlib.import_module(f"{__package__}.{name}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             try:
@@ -111,23 +141,8 @@ def cli(ctx: click.Context, addr: str, token: str | None, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for module in (
-    daemons,
-    alerts,
-    services,
-    cluster,
-    secrets,
-    execute,
-    compose,
-    tag,
-    acl,
-    userevents,
-    kv,
-    volumes,
-    metrics,
-):
-    for command in module.COMMANDS:
-        cli.add_command(command)
+for command in daemons.COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

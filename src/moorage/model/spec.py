@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import FieldError, FieldProblems, SpecError
@@ -82,6 +81,8 @@ def validate_body(model: type[M], data: Any, prefix: str = "") -> M:
 
 
 def load_yaml_documents(text: str) -> list[Any]:
+    import yaml  # here: the agent, which imports this package, parses no YAML
+
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
