@@ -224,7 +224,8 @@ def test_killed_agent_its_task_is_fenced_before_the_lease_can_move(
         fenced_after = time.monotonic() - killed
         assert fenced_after < 2 + 2 - 0.5, fenced_after
         fence_log = cluster.root / "node1" / "agent" / "alloc" / task["id"] / "run" / "fence.log"
-        assert "stopped and unmounted" in fence_log.read_text()
+        # the watchdog says so just after its unmount returns
+        wait_for(lambda: "stopped and unmounted" in fence_log.read_text(), 5, what="fence log")
 
         # the restarted agent finds the task ended and reports it; the service gets it back
         cluster.restart("n1")
