@@ -3,7 +3,11 @@
     GET /v1/health
     GET /v1/tasks/{id}/logs?container=&stream=stdout|stderr|both&follow=true&tail=N
     GET /v1/tasks/{id}/exec (WebSocket)
-    volume snapshots: take, archive, restore, delete (agent/snapshots.py; join token)
+    volume snapshots: take, archive, restore, delete (agent/snapshots.py)
+
+Every route but the health probe needs the cluster's join token (`Authorization: Bearer`): the
+server relays users' logs and exec calls here after checking their ACL token, and the agent's
+address is reachable from the network in a cluster, so the agent must not answer strangers.
 
 Logs are read from the files the driver's executor writes (`<data>/alloc/<id>/logs/<container>.<stream>`,
 rotated to `.1`, `.2` …). Following survives rotation: a file whose inode changed or that shrank is
@@ -14,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +39,20 @@ FOLLOW_GRACE = 5.0
 STREAMS = ("stdout", "stderr", "both")
 
 
+@web.middleware
+async def join_token_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    agent: Agent = request.app["agent"]
+    if request.path != "/v1/health" and agent.token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), agent.token.encode()):
+            return _error(401, "unauthorized", "", "this call needs the cluster's join token")
+    return await handler(request)
+
+
 def build_app(agent: Agent) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[join_token_middleware])
     app["agent"] = agent
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/tasks/{id}/logs", task_logs)

@@ -154,7 +154,9 @@ class Server:
             registrations.guard = api.guard
             volumes = VolumesApi(cache, writer, self.clock)
             volumes.guard = api.guard
-            join_token = self.token_path.read_text().strip()  # agents check it on snapshots
+            join_token = (
+                self.token_path.read_text().strip()
+            )  # agents check it on every relayed call
             snapshots = SnapshotsApi(cache, writer, self.clock, session, join_token)
             assert self.metrics is not None
             metrics = MetricsApi(self.metrics, self.clock)
@@ -176,9 +178,9 @@ class Server:
                 group.create_task(self.influx.run(), name="influx")
             app = build_app(
                 api,
-                LogsProxy(cache, session),
+                LogsProxy(cache, session, join_token),
                 secrets_api,
-                ExecProxy(cache, session),
+                ExecProxy(cache, session, join_token),
                 consul,
                 KvApi(cache, writer),
                 AclApi(cache, writer, self.clock, self.config.acl),

@@ -18,9 +18,10 @@ from .api import table
 
 
 class ExecProxy:
-    def __init__(self, cache: StateCache, session: aiohttp.ClientSession) -> None:
+    def __init__(self, cache: StateCache, session: aiohttp.ClientSession, join_token: str) -> None:
         self.cache = cache
         self.session = session
+        self.auth = {"Authorization": f"Bearer {join_token}"}  # agents answer only the cluster
 
     def _target(self, target: str) -> Task:
         task = self.cache.tasks.get(target)
@@ -60,7 +61,9 @@ class ExecProxy:
             if request.query.get(name):
                 params.append((name, request.query[name]))
         try:
-            upstream = await self.session.ws_connect(url, params=params, heartbeat=30)
+            upstream = await self.session.ws_connect(
+                url, params=params, heartbeat=30, headers=self.auth
+            )
         except aiohttp.ClientError as exc:
             raise Unavailable(f"cannot reach the agent of node {task.node}: {exc}") from None
         client = web.WebSocketResponse(heartbeat=30)

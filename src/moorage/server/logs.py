@@ -20,9 +20,10 @@ STREAMS = ("stdout", "stderr", "both")
 
 
 class LogsProxy:
-    def __init__(self, cache: StateCache, session: aiohttp.ClientSession) -> None:
+    def __init__(self, cache: StateCache, session: aiohttp.ClientSession, join_token: str) -> None:
         self.cache = cache
         self.session = session
+        self.auth = {"Authorization": f"Bearer {join_token}"}  # agents answer only the cluster
 
     @table.add(
         "GET",
@@ -82,7 +83,10 @@ class LogsProxy:
         label = f"{task.id} | ".encode() if prefix else b""
         try:
             async with self.session.get(
-                url, params=params, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
+                url,
+                params=params,
+                headers=self.auth,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             ) as upstream:
                 if upstream.status != 200:
                     text = (await upstream.text())[:200]
