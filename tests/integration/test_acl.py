@@ -115,6 +115,52 @@ def test_acls_deny_by_default_and_grant_by_policy(acl_cluster: Cluster) -> None:
     assert management not in listed and "management" in listed
 
 
+def test_kv_listings_and_tree_deletes_honour_deny_rules_below_the_prefix(
+    acl_cluster: Cluster,
+) -> None:
+    cluster = acl_cluster
+    anonymous = as_token(cluster, None)
+    booted = anonymous.put("/v1/acl/bootstrap")  # Consul's verb
+    assert booted.status_code == 200, booted.text
+    management = booted.json()["SecretID"]
+    assert anonymous.put("/v1/acl/bootstrap").status_code == 409
+    cluster.env["MOORAGE_HTTP_TOKEN"] = management
+    admin = as_token(cluster, management)
+    for key in ("app/a", "app/b/c", "app/secret/key", "app/secret/more/x"):
+        assert admin.put(f"/v1/kv/{key}", content=key.encode()).json() is True
+    token = create_token(cluster, "app-but-secret", "kv:app/=write", "kv:app/secret/=deny")
+    app = as_token(cluster, token)
+
+    listed = app.get("/v1/kv/app/", params={"recurse": ""})
+    assert listed.status_code == 200
+    assert [e["Key"] for e in listed.json()] == ["app/a", "app/b/c"]
+    assert app.get("/v1/kv/app/", params={"keys": ""}).json() == ["app/a", "app/b/c"]
+    folders = app.get("/v1/kv/app/", params={"keys": "", "separator": "/"}).json()
+    assert folders == ["app/a", "app/b/"]
+    assert app.get("/v1/kv/app/secret/key").status_code == 403
+    # the whole tree cannot go while part of it is denied; nothing is deleted
+    refused = app.delete("/v1/kv/app/", params={"recurse": ""})
+    assert refused.status_code == 403 and "kv:app/" in refused.json()["message"]
+    assert len(admin.get("/v1/kv/app/", params={"recurse": ""}).json()) == 4
+    # a subtree it may write goes
+    assert app.delete("/v1/kv/app/b/", params={"recurse": ""}).json() is True
+    keys = admin.get("/v1/kv/app/", params={"keys": ""}).json()
+    assert keys == ["app/a", "app/secret/key", "app/secret/more/x"]
+
+    # the token travels in every way Consul clients send it; token/self describes it
+    for client in (
+        httpx.Client(base_url=cluster.addr, headers={"Authorization": f"Bearer {token}"}),
+        httpx.Client(base_url=cluster.addr, params={"token": token}),
+    ):
+        CLIENTS.append(client)
+        assert client.get("/v1/kv/app/a", params={"raw": ""}).content == b"app/a"
+        me = client.get("/v1/acl/token/self")
+        assert me.status_code == 200 and me.json()["Policies"] == [{"Name": "app-but-secret"}]
+        assert "SecretID" not in me.json()
+    assert anonymous.get("/v1/acl/token/self").status_code == 403
+    assert as_token(cluster, "made-up").get("/v1/acl/token/self").status_code == 403
+
+
 def test_acl_endpoints_refuse_while_acls_are_off(cluster: Cluster) -> None:
     off = cluster.http.post("/v1/acl/bootstrap")
     assert off.status_code == 409 and "--acl" in off.json()["message"]

@@ -9,7 +9,7 @@ name and a level). A request without a token gets the rules of the policy named 
 calls carry the cluster's join token and are checked by the JoinGuard instead. Handlers that
 list things (the catalog's service names) filter through `authorizer(request)`.
 
-    POST /v1/acl/bootstrap          the first management token (once)
+    PUT|POST /v1/acl/bootstrap      the first management token (once)
     PUT  /v1/acl/policy             {"Name", "Description", "Rules": ["kv:app/=write", ...]}
     GET  /v1/acl/policies · DELETE /v1/acl/policy/{name}
     PUT  /v1/acl/token              {"Description", "Policies": ["name", ...]}: SecretID shown once
@@ -50,6 +50,7 @@ OPEN = {
     "/v1/catalog/datacenters",
     "/v1/openapi.json",
     "/v1/acl/bootstrap",
+    "/v1/acl/token/self",  # answers only about the token the request carries
 }
 # Routes of the agents: the join token guards them (JoinGuard), not ACL tokens.
 AGENT = {
@@ -254,6 +255,29 @@ class AclApi:
         if await self.writer.commit([Compare.absent(marker)], ops) is None:
             raise Conflict("ACL bootstrap already done (the management token exists)")
         return web.json_response(_token_json(token, secret))
+
+    @table.add(
+        "PUT",
+        "/v1/acl/bootstrap",
+        "Create the first management token (Consul's verb)",
+        tags=("acl",),
+    )
+    async def acl_bootstrap_put(self, request: web.Request) -> web.Response:
+        return await self.acl_bootstrap(request)
+
+    @table.add(
+        "GET",
+        "/v1/acl/token/self",
+        "The token the request carries (no ACL rule needed)",
+        tags=("acl",),
+    )
+    async def acl_token_self(self, request: web.Request) -> web.Response:
+        self._on()
+        secret = request_token(request)
+        found = self.cache.acl_by_digest.get(secret_digest(secret)) if secret else None
+        if found is None:
+            raise Forbidden("ACL not found: the token is not known")
+        return web.json_response(_token_json(found))
 
     @table.add("PUT", "/v1/acl/policy", "Create or replace a policy", tags=("acl",))
     async def acl_policy_put(self, request: web.Request) -> web.Response:

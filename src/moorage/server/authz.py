@@ -31,6 +31,19 @@ class Authorizer:
     def allows(self, resource: str, name: str, level: Level) -> bool:
         return self.management or decide(self.rules, resource, name, level)
 
+    def allows_tree(self, resource: str, prefix: str, level: Level) -> bool:
+        """`level` on `prefix` and on everything under it: no rule for a longer prefix below it
+        grants less (Consul's KeyWritePrefix, which a recursive delete needs)."""
+        if self.management:
+            return True
+        if not decide(self.rules, resource, prefix, level):
+            return False
+        return all(
+            decide(self.rules, resource, rule.prefix, level)
+            for rule in self.rules
+            if rule.resource == resource and rule.prefix.startswith(prefix)
+        )
+
     def require(self, resource: str, name: str, level: Level) -> None:
         if not self.allows(resource, name, level):
             raise Forbidden(f"permission denied: the token lacks {Need(resource, name, level)}")

@@ -21,12 +21,14 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from moorage.model import FieldError, MoorageError, SpecError
+from moorage.model import FieldError, Forbidden, MoorageError, SpecError
+from moorage.model.acl import Level
 from moorage.state import StateCache, StateWriter
 from moorage.state.kv import MAX_FLAGS, KvEntry, encode_value, kv_key
 from moorage.store import Compare, Delete, Get, Op, Put
 
 from .api import table
+from .authz import authorizer
 from .blocking import INDEX_HEADER
 from .consul import parse_go_duration
 from .errors import error_response
@@ -149,12 +151,25 @@ class KvApi:
 
     # ---- the ACL hook ----------------------------------------------------------------------
     def authorize(self, request: web.Request, resource: str, name: str, access: Access) -> None:
-        """The one place KV access is decided: raise (Unauthorized...) to refuse.
+        """Raise Forbidden unless the request's token may `access` `name`.
 
-        `resource` is "kv"; `name` the key, or the prefix for `list` (`?recurse`, `?keys`) and for
-        a recursive delete (`write`). The token is Consul's: the `X-Consul-Token` header,
-        `Authorization: Bearer`, or `?token=`. Until ACLs land, everything is allowed.
+        The middleware has checked the key (or the prefix) itself already; what it cannot see is
+        a recursive delete's tree (`recurse` with write: every rule below the prefix must grant
+        write too, as Consul's KeyWritePrefix). Listings are filtered key by key (`_readable`).
         """
+        recursive = access == "write" and _flag(request, "recurse")
+        if recursive and not authorizer(request).allows_tree(resource, name, Level.WRITE):
+            raise Forbidden(
+                f"permission denied: a rule under kv:{name} does not grant write, so the"
+                " tree cannot be deleted as a whole"
+            )
+
+    def _readable(self, request: web.Request, names: list[str]) -> list[str]:
+        """The keys (or `?keys` folders) of a listing the token may read: Consul filters them."""
+        authz = authorizer(request)
+        if authz.management:
+            return names
+        return [name for name in names if authz.allows("kv", name, Level.READ)]
 
     # ---- handlers --------------------------------------------------------------------------
     @table.add(
@@ -223,11 +238,12 @@ class KvApi:
             else:
                 found = state.prefix_index(key)
             if keys:
-                names = state.keys(key, separator or "")
+                names = self._readable(request, state.keys(key, separator or ""))
                 if not names:
                     return web.Response(status=404, headers=_headers(found))
                 return _json(_dump(names, request), found)
-            entries = state.entries_under(key)
+            readable = set(self._readable(request, state.keys_under(key)))
+            entries = [e for e in state.entries_under(key) if e.key in readable]
             if not entries:
                 return web.Response(status=404, headers=_headers(found))
             return _json(_entries(entries, request), found)
