@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .cluster import AgentSpec, Cluster, wait_for
+from .cluster import AgentSpec, Cluster, http_spec, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +85,46 @@ def test_a_fired_event_runs_the_handlers_of_the_nodes_it_targets(
 
     bad = cluster.cli("event", "fire", "no spaces", check=False)
     assert bad.returncode == 2 and "name" in bad.stderr
+
+
+def test_service_and_tag_filters_pick_the_nodes_running_that_service(
+    handlers: Cluster, tmp_path: Path
+) -> None:
+    cluster = handlers
+    out = tmp_path / "out"
+    placement = 'placement: {constraints: ["zone == a"]}\ndiscovery: {tags: [blue, v2]}'
+    cluster.deploy(http_spec(count=1, extra=placement))
+    (task,) = cluster.wait_running("web", 1)
+    assert task["node"] == "n1"
+
+    def handled(event_id: str) -> set[str]:
+        return {node for node in ("n1", "n2") if (out / f"{node}-{event_id}.json").exists()}
+
+    cases = [
+        ({"service": "web"}, {"n1"}),
+        ({"service": "^w", "tag": "^blu"}, {"n1"}),  # unanchored regexps, as Consul's
+        ({"service": "web", "tag": "green"}, set()),
+        ({"node": "n"}, {"n1", "n2"}),
+        ({"node": "n", "service": "db"}, set()),
+    ]
+    fired = []
+    for filters, _ in cases:
+        args = [arg for key, value in filters.items() for arg in (f"--{key}", value)]
+        fired.append(cluster.cli_json("event", "fire", "reload", "x", *args)["ID"])
+    # the server sends each agent only the events aimed at it
+    for (filters, nodes), event_id in zip(cases, fired, strict=True):
+        for node in ("n1", "n2"):
+            aimed = cluster.http.get("/v1/event/list", params={"node": node}).json()
+            assert (event_id in [e["ID"] for e in aimed]) == (node in nodes), (filters, node)
+    # and the handlers ran exactly there (a later event proves the earlier ones were seen)
+    marker = cluster.cli_json("event", "fire", "reload", "end")["ID"]
+    wait_for(lambda: handled(marker) == {"n1", "n2"}, 15)
+    for (filters, nodes), event_id in zip(cases, fired, strict=True):
+        assert handled(event_id) == nodes, filters
+
+    refused = cluster.cli("event", "fire", "reload", "--tag", "blue", check=False)
+    assert refused.returncode == 2 and "tag" in refused.stderr
+    bad = cluster.cli("event", "fire", "reload", "--service", "(", check=False)
+    assert bad.returncode == 2 and "service" in bad.stderr
+    unsupported = cluster.http.get("/v1/event/list", params={"service": "web"})
+    assert unsupported.status_code == 400 and "service" in unsupported.text

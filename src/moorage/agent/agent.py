@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +76,7 @@ class Agent:
         volume_lease: float = DEFAULT_LEASE,
         metrics_interval: float = DEFAULT_INTERVAL,
         metrics_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        script_checks: bool = False,
     ) -> None:
         self.server_urls = [server_url] if isinstance(server_url, str) else list(server_url)
         self.name = name
@@ -96,6 +96,9 @@ class Agent:
         self.client: ServerClient | None = None
         self.ttl = TTL
         self.event_handlers = dict(event_handlers or {})
+        # Command (`Args`) checks of services registered through the API run commands on this
+        # machine: off unless asked for, as Consul's enable_script_checks.
+        self.script_checks = script_checks
         self.fenced = False  # True while cut off from every server beyond the TTL
         # Shared volumes live under one directory every node mounts (default: beside the
         # agent's data dir, as `moorage dev` has it).
@@ -168,7 +171,9 @@ class Agent:
                         group.create_task(self._heartbeat_loop())
                         group.create_task(self._watch_loop())
                         group.create_task(self._fence_loop())
-                        checks = RegistrationChecks(self.client, self.name, session)
+                        checks = RegistrationChecks(
+                            self.client, self.name, session, scripts=self.script_checks
+                        )
                         group.create_task(checks.run())
                         if self.event_handlers:
                             group.create_task(self._event_loop())
@@ -272,7 +277,7 @@ class Agent:
         index, seen, backoff = 0, -1, 0.2
         while True:
             try:
-                events, new_index = await self.client.user_events(index, WATCH_WAIT)
+                events, new_index = await self.client.user_events(self.name, index, WATCH_WAIT)
             except ServerError as exc:
                 log.warning("watching user events failed: %s; retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
@@ -290,7 +295,7 @@ class Agent:
     async def _handle_event(self, event: dict[str, Any]) -> None:
         name = str(event.get("Name", ""))
         command = self.event_handlers.get(name)
-        if command is None or not self._event_is_for_me(event):
+        if command is None:  # the server sends only the events whose filters select this node
             return
         payload = base64.b64decode(event.get("Payload") or "")
         env = {
@@ -323,15 +328,6 @@ class Agent:
         log.info(
             "event %s (%s): handler exited %s %s", name, event.get("ID"), process.returncode, text
         )
-
-    def _event_is_for_me(self, event: dict[str, Any]) -> bool:
-        node_filter = str(event.get("NodeFilter") or "")
-        if node_filter and re.fullmatch(node_filter, self.name) is None:
-            return False
-        service = str(event.get("ServiceFilter") or "")
-        if service:
-            return any(r.active and r.task.service == service for r in self.runners.values())
-        return True
 
     async def _watch_loop(self) -> None:
         assert self.client is not None

@@ -145,9 +145,12 @@ class ServerClient:
         body = {"status": status, "output": output}
         await self._call("PUT", f"/v1/registrations/{registration}/checks/{check}", json=body)
 
-    async def user_events(self, index: int, wait: float) -> tuple[list[dict[str, Any]], int]:
-        """User events (Consul's format), blocking until the list moves past `index`."""
-        params = {"index": str(index), "wait": f"{int(wait * 1000)}ms"}
+    async def user_events(
+        self, node: str, index: int, wait: float
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The user events aimed at `node` (Consul's format; the server applies their node,
+        service and tag filters), blocking until the list moves past `index`."""
+        params = {"node": node, "index": str(index), "wait": f"{int(wait * 1000)}ms"}
         body, headers = await self._call(
             "GET", "/v1/event/list", timeout=wait * 1.2 + 10, params=params
         )

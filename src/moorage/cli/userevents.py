@@ -20,15 +20,26 @@ def event() -> None:
 @click.argument("name")
 @click.argument("payload", required=False)
 @click.option("--node", default="", help="Only nodes whose name matches this regular expression.")
-@click.option("--service", default="", help="Only nodes running a task of this service.")
+@click.option(
+    "--service", default="", help="Only nodes running a task of a service matching this regexp."
+)
+@click.option(
+    "--tag", default="", help="With --service: only services with a tag matching this regexp."
+)
 @output_option
 @click.pass_context
 def fire(
-    ctx: click.Context, name: str, payload: str | None, node: str, service: str, output: str
+    ctx: click.Context,
+    name: str,
+    payload: str | None,
+    node: str,
+    service: str,
+    tag: str,
+    output: str,
 ) -> None:
     """Fire event NAME with PAYLOAD (`-` reads it from stdin)."""
     data = sys.stdin.buffer.read() if payload == "-" else (payload or "").encode()
-    params = {k: v for k, v in (("node", node), ("service", service)) if v}
+    params = {k: v for k, v in (("node", node), ("service", service), ("tag", tag)) if v}
     with client(ctx) as api:
         fired = api.request("PUT", f"/v1/event/fire/{name}", content=data, params=params)
     if output == "json":
@@ -55,7 +66,15 @@ def list_events(ctx: click.Context, name: str | None, output: str) -> None:
                 r["ID"],
                 r["Name"],
                 base64.b64decode(r["Payload"] or "").decode(errors="replace")[:60],
-                " ".join(f for f in (r["NodeFilter"], r["ServiceFilter"]) if f),
+                " ".join(
+                    f"{kind}={f}"
+                    for kind, f in (
+                        ("node", r["NodeFilter"]),
+                        ("service", r["ServiceFilter"]),
+                        ("tag", r["TagFilter"]),
+                    )
+                    if f
+                ),
             ]
             for r in rows
         ],

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from moorage.model import FieldError, SpecError
+from moorage.model import FieldError, SpecError, TaskStatus
 from moorage.model.event import UserEvent
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
@@ -58,11 +58,14 @@ class EventsApi:
             problems.append(
                 FieldError("payload", f"is {len(payload)} bytes; at most {MAX_PAYLOAD}")
             )
-        node_filter = request.query.get("node", "")
-        try:
-            re.compile(node_filter)
-        except re.error as exc:
-            problems.append(FieldError("node", f"is not a regular expression: {exc}"))
+        filters = {name: request.query.get(name, "") for name in ("node", "service", "tag")}
+        for field, pattern in filters.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(FieldError(field, f"is not a regular expression: {exc}"))
+        if filters["tag"] and not filters["service"]:
+            problems.append(FieldError("tag", "filters a service's tags: give `service` too"))
         if problems:
             raise SpecError(problems)
         now = self.clock()
@@ -71,9 +74,9 @@ class EventsApi:
             id=event_id,
             name=name,
             payload=payload,
-            node_filter=node_filter,
-            service_filter=request.query.get("service", ""),
-            tag_filter=request.query.get("tag", ""),
+            node_filter=filters["node"],
+            service_filter=filters["service"],
+            tag_filter=filters["tag"],
             time=now,
         )
         ops: list[Op] = [Put(k.user_event_key(event_id), k.encode(event))]
@@ -84,17 +87,46 @@ class EventsApi:
         return consul_json(event_json(stored), revision or self.cache.index(Topic.USER_EVENTS))
 
     @table.add(
-        "GET", "/v1/event/list", "The newest user events (blocking: index, wait)", tags=("events",)
+        "GET",
+        "/v1/event/list",
+        "The newest user events (blocking: index, wait); `name`, and `node`: only the events"
+        " whose filters select that node",
+        query=("name", "node"),
+        tags=("events",),
     )
     async def event_list(self, request: web.Request) -> web.Response:
-        check_params(request, {"name", "node", "service", "tag"})
+        check_params(request, {"name", "node"})
         index, wait = blocking_params(request)
         if index > 0:
             index = await self.cache.wait(Topic.USER_EVENTS, index, wait)
         else:
             index = self.cache.index(Topic.USER_EVENTS)
-        name = request.query.get("name")
+        name, node = request.query.get("name"), request.query.get("node")
         events = [
-            e for _, e in sorted(self.cache.user_events.items()) if name is None or e.name == name
+            e
+            for _, e in sorted(self.cache.user_events.items())
+            if (name is None or e.name == name) and (node is None or self.aimed_at(e, node))
         ]
         return consul_json([event_json(e) for e in events], index)
+
+    def aimed_at(self, event: UserEvent, node: str) -> bool:
+        """Whether the event's filters select `node`, as Consul's agents decide (unanchored
+        regular expressions): its name; with a service filter, a service with a running task on
+        the node; with a tag filter too, one of that service's discovery tags."""
+        if event.node_filter and re.search(event.node_filter, node) is None:
+            return False
+        if not event.service_filter:
+            return True
+        running = {
+            t.service for t in self.cache.tasks_on_node(node) if t.status == TaskStatus.RUNNING
+        }
+        for service in running:
+            if re.search(event.service_filter, service) is None:
+                continue
+            if not event.tag_filter:
+                return True
+            found = self.cache.services.get(service)
+            tags = found.discovery.tags if found is not None and found.discovery else []
+            if any(re.search(event.tag_filter, tag) for tag in tags):
+                return True
+        return False
