@@ -3,11 +3,13 @@ HTTP checks run on the node's agent, TTL checks are set through the API and expi
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .cluster import Cluster, wait_for
+from .cluster import AgentSpec, Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +77,74 @@ def test_a_bad_registration_names_its_fields_and_stores_nothing(cluster: Cluster
     )
     assert unknown_node.status_code == 400 and "node" in unknown_node.text
     assert cluster.http.get("/v1/status").json()["revision"] == before
+
+
+def test_tcp_and_script_checks_and_replace_existing_checks(tmp_path: Path) -> None:
+    """TCP and command (`Args`, Consul's "script") checks run on the node's agent; command
+    checks only where the agent allows them; re-registering keeps the checks it does not name
+    unless `replace-existing-checks` is set."""
+    agents = [
+        AgentSpec("n1", {"zone": "a"}, args=["--enable-script-checks"]),
+        AgentSpec("n2", {"zone": "b"}),
+    ]
+    with Cluster(tmp_path, agents=agents) as cluster:
+        host, port = cluster.addr.removeprefix("http://").rsplit(":", 1)
+        flag = tmp_path / "healthy"
+        script = {"CheckID": "db1-script", "Args": ["test", "-e", str(flag)], "Interval": "1s"}
+        body = {
+            "ID": "db1",
+            "Name": "db",
+            "Port": 5432,
+            "Checks": [
+                {"CheckID": "db1-tcp", "TCP": f"{host}:{port}", "Interval": "1s"},
+                {"CheckID": "db1-closed", "TCP": f"{host}:{free_port(host)}", "Interval": "1s"},
+                script,
+            ],
+        }
+        put = cluster.http.put("/v1/agent/service/register", params={"node": "n1"}, json=body)
+        assert put.status_code == 200, put.text
+        wait_for(lambda: statuses(cluster)["db1-tcp"] == "passing", 15, 0.2, "tcp check")
+        assert statuses(cluster)["db1-closed"] == "critical"
+        # exit 1: Consul's warning
+        wait_for(lambda: statuses(cluster)["db1-script"] == "warning", 15, 0.2, "script warning")
+        flag.touch()
+        wait_for(lambda: statuses(cluster)["db1-script"] == "passing", 15, 0.2, "script check")
+        [entry] = db_checks(cluster)
+        types = {c["CheckID"]: c["Type"] for c in entry["Checks"]}
+        assert types["db1-script"] == "script" and types["db1-tcp"] == "tcp"
+
+        # without replace-existing-checks the checks not named again are kept
+        again = {**body, "Checks": [body["Checks"][0]]}
+        kept = cluster.http.put("/v1/agent/service/register", json=again, params={"node": "n1"})
+        assert kept.status_code == 200
+        assert set(statuses(cluster)) >= {"db1-tcp", "db1-closed", "db1-script"}
+        replaced = cluster.http.put(
+            "/v1/agent/service/register",
+            json=again,
+            params={"node": "n1", "replace-existing-checks": "true"},
+        )
+        assert replaced.status_code == 200
+        assert {c for c in statuses(cluster) if c.startswith("db1")} == {"db1-tcp"}
+
+        # n2 was not started with --enable-script-checks: the command never runs there
+        marker = tmp_path / "ran-on-n2"
+        other = {
+            "ID": "db2",
+            "Name": "db",
+            "Port": 5433,
+            "Checks": [{**script, "CheckID": "db2-script", "Args": ["touch", str(marker)]}],
+        }
+        put = cluster.http.put("/v1/agent/service/register", params={"node": "n2"}, json=other)
+        assert put.status_code == 200
+
+        def db2_check() -> dict[str, Any] | None:
+            for entry in db_checks(cluster):
+                for check in entry["Checks"]:
+                    if check["CheckID"] == "db2-script" and check["Output"]:
+                        return dict(check)
+            return None
+
+        check = wait_for(db2_check, 15, 0.2, "script check refused")
+        assert check["Status"] == "critical" and "--enable-script-checks" in check["Output"]
+        time.sleep(2)
+        assert not marker.exists()

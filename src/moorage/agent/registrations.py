@@ -20,11 +20,25 @@ log = logging.getLogger(__name__)
 WATCH_WAIT = 30.0
 
 
+SCRIPTS_OFF = (
+    "script checks are off on this agent: start it with --enable-script-checks to run"
+    " the command checks of registered services"
+)
+
+
 class RegistrationChecks:
-    def __init__(self, client: ServerClient, node: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        client: ServerClient,
+        node: str,
+        session: aiohttp.ClientSession,
+        *,
+        scripts: bool = False,
+    ) -> None:
         self.client = client
         self.node = node
         self.session = session
+        self.scripts = scripts
         self._running: dict[tuple[str, str], tuple[RegisteredCheck, asyncio.Task[None]]] = {}
 
     async def run(self) -> None:
@@ -87,6 +101,11 @@ class RegistrationChecks:
 
     async def _probe(self, registration: Registration, check: RegisteredCheck) -> None:
         status = check.status
+        if check.kind == "command" and not self.scripts:
+            # Reported once (retried until the server takes it); the command never runs.
+            while not await self._report(registration, check, Health.CRITICAL, SCRIPTS_OFF):
+                await asyncio.sleep(check.interval)
+            return
         while True:
             new, output = await self._once(check)
             if new != status and await self._report(registration, check, new, output):

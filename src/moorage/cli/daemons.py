@@ -53,16 +53,20 @@ def parse_attrs(values: tuple[str, ...]) -> dict[str, str]:
     return attrs
 
 
+MAX_METRICS_INTERVAL = 60.0  # two of them fit in exposition.STALE_AFTER
+
+
 def parse_interval(value: str, field: str) -> float:
-    """`--metrics-interval`: a duration, 0 (no collection) or at least 1s."""
+    """`--metrics-interval`: a duration, 0 (no collection) or 1s to 60s (/metrics leaves out
+    series not refreshed for two minutes: a longer interval would empty it)."""
     from moorage.model.duration import parse_duration
 
     try:
         seconds = 0.0 if value.strip() == "0" else parse_duration(value)
     except ValueError as exc:
         raise SpecError([FieldError(field, str(exc))]) from None
-    if 0 < seconds < 1:
-        raise SpecError([FieldError(field, "must be 0 (off) or at least 1s")])
+    if 0 < seconds < 1 or seconds > MAX_METRICS_INTERVAL:
+        raise SpecError([FieldError(field, "must be 0 (off) or between 1s and 60s")])
     return seconds
 
 
@@ -70,7 +74,8 @@ metrics_interval_option = click.option(
     "--metrics-interval",
     default="10s",
     show_default=True,
-    help="How often the agent samples node and task metrics and sends them (0: never).",
+    help="How often the agent samples node and task metrics and sends them: 1s to 60s, or 0 "
+    "(never).",
 )
 
 
@@ -384,6 +389,13 @@ def server(
     "as JSON, its payload in MOORAGE_EVENT_PAYLOAD (repeatable).",
 )
 @click.option(
+    "--enable-script-checks",
+    "script_checks",
+    is_flag=True,
+    help="Run the command (`Args`) checks of services registered through the Consul API on "
+    "this machine (off by default, as in Consul: they run commands sent over HTTP).",
+)
+@click.option(
     "--cpu",
     type=click.IntRange(min=1),
     default=None,
@@ -425,6 +437,7 @@ def agent(
     cpu: int | None,
     memory: int | None,
     event_handlers: tuple[str, ...],
+    script_checks: bool,
     shared_volume_root: str | None,
     volume_lease: str,
     metrics_interval: str,
@@ -466,6 +479,7 @@ def agent(
         volume_lease=lease,
         metrics_interval=parse_interval(metrics_interval, "metrics-interval"),
         metrics_buffer_bytes=buffer_mib * 1024 * 1024,
+        script_checks=script_checks,
     )
     daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))
 

@@ -26,6 +26,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -262,9 +263,33 @@ def _named(body: dict[str, Any], name: str) -> dict[str, Any]:
     return {**body, "name": name}
 
 
+def _hide(secret: str) -> str:
+    return f"****{secret[-4:]}" if len(secret) > 8 else "****"
+
+
+def masked_url(url: str, kind: str) -> str:
+    """A notifier's URL as the API shows it: a password and query values hidden, and a Slack
+    incoming webhook's path (which is its secret) cut to its last four characters."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":****@", 1)
+    query = "&".join(f"{key}=****" if value else key for key, value in parse_qsl(parts.query, True))
+    path = parts.path
+    if kind == "slack" and path.count("/") > 1:
+        first = path.split("/", 2)[1]  # "services" on hooks.slack.com
+        path = f"/{first}/{_hide(path[len(first) + 2 :])}"
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
 def _masked(notifier: Notifier) -> Notifier:
     key = notifier.routing_key
-    return notifier.model_copy(update={"routing_key": f"****{key[-4:]}" if key else key})
+    return notifier.model_copy(
+        update={
+            "routing_key": _hide(key) if key else key,
+            "url": masked_url(notifier.url, notifier.kind),
+        }
+    )
 
 
 class AlertsApi:

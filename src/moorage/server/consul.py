@@ -33,6 +33,8 @@ CONSUL_VERSION = "1.15.4"  # the Consul API version whose subset we answer
 INDEX = "X-Consul-Index"
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
+# Consul's names for check kinds ("script" is its command check; serfHealth has none).
+CHECK_TYPES = {"command": "script", "serf": ""}
 # Parameters every read accepts (consistency modes are no-ops: one server answers from memory).
 COMMON = frozenset({"dc", "index", "wait", "stale", "consistent", "cached", "token", "pretty"})
 
@@ -178,7 +180,7 @@ def checks_json(instance: Instance) -> list[dict[str, Any]]:
                 "ServiceID": instance.id if own else "",
                 "ServiceName": instance.name if own else "",
                 "ServiceTags": list(instance.tags) if own else [],
-                "Type": check.kind if own else "",
+                "Type": CHECK_TYPES.get(check.kind, check.kind) if own else "",
                 "Interval": "",
                 "Timeout": "",
                 "ExposedPort": 0,

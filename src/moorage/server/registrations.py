@@ -172,10 +172,19 @@ class RegistrationsApi:
             raise SpecError([FieldError("ID", f"{registration.id!r} is a task of moorage's")])
         text = f"service {registration.name} ({registration.id}) registered on {node}"
 
+        replace = request.query.get("replace-existing-checks", "false").lower()
+        if replace not in ("", "true", "false", "1", "0"):
+            raise SpecError([FieldError("replace-existing-checks", "must be true or false")])
+
         def change(current: Registration | None) -> tuple[Registration, list[Any]]:
-            return registration, [
-                new_event("service.registered", text, now=self.clock(), node=node)
-            ]
+            fresh = registration
+            if current is not None and replace in ("false", "0"):
+                # As Consul: without replace-existing-checks, the checks of the earlier
+                # registration that this one does not name are kept.
+                named = {c.id for c in registration.checks}
+                kept = [c for c in current.checks if c.id not in named]
+                fresh = registration.model_copy(update={"checks": [*registration.checks, *kept]})
+            return fresh, [new_event("service.registered", text, now=self.clock(), node=node)]
 
         await self.writer.update(k.registration_key(registration.id), Registration, change)
         return consul_json(None, self.cache.index(Topic.REGISTRATIONS))

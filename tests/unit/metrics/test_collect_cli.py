@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from moorage.cli.main import cli
@@ -91,3 +92,16 @@ def test_units_and_labels_read_as_people_write_them() -> None:
 def test_a_bad_label_matcher_is_an_input_error() -> None:
     result = CliRunner().invoke(cli, ["metrics", "task_cpu_percent", "--label", "oops"])
     assert result.exit_code == 2 and "label" in result.output
+
+
+def test_the_metrics_interval_is_off_or_between_one_second_and_a_minute() -> None:
+    from moorage.cli.daemons import parse_interval
+    from moorage.model import SpecError
+
+    assert parse_interval("0", "metrics-interval") == 0.0
+    assert parse_interval("10s", "metrics-interval") == 10.0
+    assert parse_interval("1m", "metrics-interval") == 60.0
+    for bad in ("500ms", "61s", "5m", "soon"):
+        with pytest.raises(SpecError) as refused:
+            parse_interval(bad, "metrics-interval")
+        assert refused.value.errors[0].field == "metrics-interval", bad
