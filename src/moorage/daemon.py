@@ -11,14 +11,16 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from moorage.agent.agent import Agent
+from moorage.model import Unavailable
 
 if TYPE_CHECKING:
     from moorage.dns import DnsConfig
@@ -50,6 +52,7 @@ __all__ = [
     "DnsConfig",
     "ServerConfig",
     "dev",
+    "local_address",
     "node_name",
     "run",
     "run_agent",
@@ -78,6 +81,32 @@ def node_name() -> str:
     name = socket.gethostname().split(".")[0].lower()
     cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
     return cleaned or "local"
+
+
+def local_address(server_urls: Sequence[str]) -> str:
+    """The address this machine's traffic to its servers leaves from (127.0.0.1 for a server
+    on this machine): an agent's default `--advertise`. The first server the kernel has a route
+    to decides; a UDP `connect` picks the source address without sending anything."""
+    problems = []
+    for server in server_urls:
+        parts = urlsplit(server)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            problems.append(f"{host}: {exc.strerror or exc}")
+            continue
+        # IPv4 first: `HOST:PORT` agent addresses and MOORAGE_NODE_IP expect it.
+        for family, _, _, _, sockaddr in sorted(infos, key=lambda i: i[0] != socket.AF_INET):
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                    sock.connect(sockaddr)
+                    return str(sock.getsockname()[0])
+            except OSError as exc:
+                problems.append(f"{sockaddr[0]}: {exc.strerror or exc}")
+    raise Unavailable(
+        f"cannot tell which address to advertise ({'; '.join(problems)}): give --advertise IP"
+    )
 
 
 def url(addr: tuple[str, int]) -> str:
@@ -123,12 +152,24 @@ async def serve(config: ServerConfig, echo: Callable[[str], None]) -> None:
     echo(f"server: {server.url} (data dir {config.data_dir})")
     if server.dns is not None:
         echo(f"dns: {_dns_line(server)}")
-    echo(
-        f"join token: in {server.token_path} — agents join with "
-        f"`moorage agent --server {server.url} --token $(cat {server.token_path})`"
-    )
+    echo(_join_line(config.http_addr, server.token_path))
     echo("ready")
     await _run_until_signal(task)
+
+
+def _join_line(http_addr: tuple[str, int], token_path: Path) -> str:
+    """How agents join: a server on a wildcard address names none that others reach, one on
+    loopback takes only agents on this machine."""
+    host, port = http_addr
+    wildcard = host in ("", "0.0.0.0", "::")
+    where = f"http://{'<this machine>' if wildcard else host}:{port}"
+    line = (
+        f"join token: in {token_path} — on each node: "
+        f"`moorage agent --server {where} --token <that token> --name <node>`"
+    )
+    if host.startswith("127.") or host in ("localhost", "::1"):
+        line += f" (only on this machine: --http-addr 0.0.0.0:{port} lets others join)"
+    return line
 
 
 async def run_agent(agent: Agent, echo: Callable[[str], None]) -> None:

@@ -160,14 +160,98 @@ def test_drain_moves_every_task_and_never_drops_below_min_healthy(two_nodes: Clu
 
         wait_for(moved, 30, 0.2, "every task moved to n1")
     assert min(poller.healthy) >= 4, poller.healthy
-    assert {n["name"]: n["status"] for n in cluster.http.get("/v1/nodes").json()}[
-        "n2"
-    ] == "draining"
+    n2 = node(cluster, "n2")
+    assert (n2["status"], n2["eligibility"]) == ("ready", "ineligible") and n2["drain_deadline"]
     cluster.cli("scale", "web", "6")
     cluster.wait_running("web", 6)
     assert {t["node"] for t in cluster.running("web")} == {"n1"}  # a draining node takes nothing
     cluster.cli("node", "eligible", "n2")
-    assert {n["name"]: n["status"] for n in cluster.http.get("/v1/nodes").json()}["n2"] == "ready"
+    n2 = node(cluster, "n2")
+    assert (n2["status"], n2["eligibility"], n2["drain_deadline"]) == ("ready", "eligible", None)
+
+
+def node(cluster: Cluster, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(
+        n for n in cluster.http.get("/v1/nodes").json() if n["name"] == name
+    )
+    return found
+
+
+def test_a_drain_outlives_a_network_cut_and_an_agent_restart(two_nodes: Cluster) -> None:
+    """Liveness and scheduling eligibility are apart: a drained node that goes down and comes
+    back (its heartbeats resume, or its agent registers again) is still drained."""
+    cluster = two_nodes
+    cluster.deploy(http_spec(count=2, extra="placement: {strategy: spread}"))
+    assert sorted(t["node"] for t in cluster.wait_running("web", 2)) == ["n1", "n2"]
+    cluster.cli("node", "drain", "n2", "--spot-notice")
+    wait_for(lambda: [t["node"] for t in cluster.running("web")] == ["n1", "n1"], 30, 0.2)
+    deadline = node(cluster, "n2")["drain_deadline"]
+
+    def still_drained() -> None:
+        n2 = node(cluster, "n2")
+        assert (n2["status"], n2["eligibility"], n2["drain_deadline"]) == (
+            "ready",
+            "ineligible",
+            deadline,
+        )
+        row = next(line for line in cluster.cli("nodes").stdout.splitlines() if "n2" in line)
+        assert "ready, draining" in row
+
+    cluster.cut("n2")  # beyond the TTL: down
+    wait_for(lambda: cluster.nodes()["n2"] == "down", 30, 0.2, "n2 down")
+    cluster.heal("n2")  # its heartbeats bring it back
+    wait_for(lambda: cluster.nodes()["n2"] == "ready", 30, 0.2, "n2 back")
+    still_drained()
+    cluster.kill("n2")
+    wait_for(lambda: cluster.nodes()["n2"] == "down", 30, 0.2, "n2 down")
+    cluster.restart("n2")  # its agent registers again
+    wait_for(lambda: cluster.nodes()["n2"] == "ready", 30, 0.2, "n2 back")
+    still_drained()
+    back = [e for e in cluster.events() if e["type"] == "node.up"]
+    assert back and all("still draining" in e["message"] for e in back)
+    # Spread would put two of four on n2: it takes none while drained.
+    cluster.cli("scale", "web", "4")
+    wait_for(lambda: len(cluster.running("web")) == 4, 30, 0.2, "4 running")
+    assert {t["node"] for t in cluster.running("web")} == {"n1"}
+    cluster.cli("node", "eligible", "n2")
+    assert node(cluster, "n2")["eligibility"] == "eligible"
+    cluster.cli("scale", "web", "6")
+    wait_for(lambda: "n2" in {t["node"] for t in cluster.wait_running("web", 6)}, 30, 0.2)
+
+
+def test_an_agent_given_only_the_server_advertises_and_serves_its_own_ip(
+    tmp_path: Path, netns: None
+) -> None:
+    """`moorage agent --server http://HOST:7070 --token T --name n1`, as the join line says:
+    the node's address is the one its traffic to the server leaves from (its namespace's IP),
+    its agent listens there on 7071, and the server relays logs to it."""
+    from .cluster import AgentSpec
+
+    with Cluster(tmp_path, agents=[AgentSpec("n1", auto_address=True)], netns=True) as cluster:
+        ip = cluster.addresses["n1"]
+        assert ip != "127.0.0.1" and "--advertise" not in cluster.agent.args
+        n1 = node(cluster, "n1")
+        assert (n1["address"], n1["agent_addr"]) == (ip, f"{ip}:7071")
+        cluster.deploy(http_spec(count=1))
+        (task,) = cluster.wait_running("web", 1)
+        port = task["ports"]["http"]
+        # the task listens on the node's IP (MOORAGE_NODE_IP), reachable from the host
+        wait_for(lambda: _answers(f"http://{ip}:{port}/health"), 15, 0.2, "the task answers")
+
+        def logs() -> str | None:
+            out = cluster.cli("logs", "web").stdout
+            return out if f"listening on {port}" in out else None
+
+        wait_for(logs, 15, 0.2, "the task's log through the server")
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_an_agent_given_several_servers_joins_the_one_that_answers(

@@ -110,12 +110,20 @@ class Agent:
         self.metrics_interval = metrics_interval  # 0: no metrics collection
         self.metrics_buffer_bytes = metrics_buffer_bytes
 
+    def reachable_at(self) -> str:
+        """HOST:PORT where the servers reach this agent's HTTP port: the listen address, or the
+        advertised one when it listens on every interface (an IPv6 host in brackets)."""
+        host, port = self.http_addr
+        if host in ("0.0.0.0", "::", ""):
+            host = self.advertise
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def node(self) -> Node:
         cgroups = self.process_driver.cgroups
         return Node(
             name=self.name,
             address=self.advertise,
-            agent_addr=f"{self.advertise if self.http_addr[0] in ('0.0.0.0', '') else self.http_addr[0]}:{self.http_addr[1]}",
+            agent_addr=self.reachable_at(),
             cpu=self.cpu,
             memory=self.memory,
             attrs=self.attrs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
@@ -14,7 +15,8 @@ from .output import age, emit_json, table
 @output_option
 @click.pass_context
 def nodes(ctx: click.Context, output: str) -> None:
-    """List nodes: status, allocated / capacity (cpu, memory), tasks, attributes, heartbeat."""
+    """List nodes: status (and drain), allocated / capacity (cpu, memory), tasks, attributes,
+    heartbeat."""
     with client(ctx) as api:
         rows = api.nodes()
         tasks = api.tasks()
@@ -36,7 +38,7 @@ def nodes(ctx: click.Context, output: str) -> None:
         [
             [
                 n["name"],
-                n["status"],
+                _status(n),
                 n["address"],
                 f"{held[n['name']][0]}/{n['cpu']}",
                 f"{held[n['name']][1]}/{n['memory']} MiB",
@@ -47,6 +49,15 @@ def nodes(ctx: click.Context, output: str) -> None:
             for n in rows
         ],
     )
+
+
+def _status(node: dict[str, Any]) -> str:
+    """Liveness, then the scheduling state when it is not the default: `down, draining`."""
+    if node.get("drain_deadline") is not None:
+        return f"{node['status']}, draining"
+    if node.get("eligibility", "eligible") != "eligible":
+        return f"{node['status']}, {node['eligibility']}"
+    return str(node["status"])
 
 
 def _line(event: dict[str, object]) -> str:

@@ -166,15 +166,21 @@ def parse_retention(raw: str, rollup: str) -> tuple[float, float]:
     return seconds["metrics-retention"], seconds["metrics-rollup-retention"]
 
 
-def common_options(func: click.decorators.FC) -> click.decorators.FC:
+AGENT_PORT = 7071
+
+data_dir_option = click.option(
+    "--data-dir",
+    default=".moorage",
+    show_default=True,
+    help="Where state, logs and task dirs live.",
+)
+
+
+def server_options(func: click.decorators.FC) -> click.decorators.FC:
+    """The addresses a server listens on (server and dev)."""
     for option in reversed(
         [
-            click.option(
-                "--data-dir",
-                default=".moorage",
-                show_default=True,
-                help="Where state, logs and task dirs live.",
-            ),
+            data_dir_option,
             click.option(
                 "--http-addr",
                 default="127.0.0.1:7070",
@@ -185,13 +191,7 @@ def common_options(func: click.decorators.FC) -> click.decorators.FC:
                 "--dns-addr",
                 default="127.0.0.1:7053",
                 show_default=True,
-                help="DNS interface address, UDP and TCP (server, dev; see docs/dns.md).",
-            ),
-            click.option(
-                "--agent-addr",
-                default="127.0.0.1:7071",
-                show_default=True,
-                help="Agent API address (logs).",
+                help="DNS interface address, UDP and TCP (see docs/dns.md).",
             ),
         ]
     ):
@@ -235,7 +235,13 @@ def dns_options(func: click.decorators.FC) -> click.decorators.FC:
 
 
 @click.command()
-@common_options
+@server_options
+@click.option(
+    "--agent-addr",
+    default=f"127.0.0.1:{AGENT_PORT}",
+    show_default=True,
+    help="Agent API address (logs, exec, snapshots).",
+)
 @dns_options
 @click.option("--demo", is_flag=True, help="Deploy the specs in ./examples (or --demo-dir).")
 @click.option("--demo-dir", default="examples", show_default=True)
@@ -290,7 +296,7 @@ def dev(
 
 
 @click.command()
-@common_options
+@server_options
 @dns_options
 @click.option(
     "--acl",
@@ -319,7 +325,6 @@ def server(
     data_dir: str,
     http_addr: str,
     dns_addr: str,
-    agent_addr: str,
     dns_domain: str,
     dns_alt_domain: str | None,
     dns_ttl: int,
@@ -371,9 +376,16 @@ def server(
 @click.option("--attr", "attrs", multiple=True, help="Node attribute key=value (repeatable).")
 @click.option(
     "--advertise",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address other machines reach this node at.",
+    default=None,
+    help="Address other machines reach this node at (its tasks' IP too). Default: the local "
+    "address traffic to the first server with a route leaves from (127.0.0.1 for a server on "
+    "this machine).",
+)
+@click.option(
+    "--agent-addr",
+    default=None,
+    help=f"Where the agent's API (logs, exec, snapshots; join token required) listens. "
+    f"Default: the advertised address, port {AGENT_PORT}.",
 )
 @click.option(
     "--token",
@@ -427,12 +439,13 @@ def server(
     help="Disk the agent may use for metrics while no server takes them (the oldest are "
     "dropped first, and counted).",
 )
-@common_options
+@data_dir_option
 def agent(
     server_urls: tuple[str, ...],
     name: str | None,
     attrs: tuple[str, ...],
-    advertise: str,
+    advertise: str | None,
+    agent_addr: str | None,
     token: str | None,
     cpu: int | None,
     memory: int | None,
@@ -443,11 +456,11 @@ def agent(
     metrics_interval: str,
     metrics_buffer_size: str,
     data_dir: str,
-    http_addr: str,
-    dns_addr: str,
-    agent_addr: str,
 ) -> None:
-    """Run a node agent: registers this machine and runs the tasks placed on it."""
+    """Run a node agent: registers this machine and runs the tasks placed on it.
+
+    Joining from another machine needs only `--server http://HOST:7070 --token TOKEN`: the node
+    advertises the address its traffic to the server leaves from and listens there."""
     from moorage import daemon
     from moorage.model.duration import parse_duration
     from moorage.model.taskdef import size_mib
@@ -464,13 +477,16 @@ def agent(
     except ValueError as exc:
         raise SpecError([FieldError("metrics-buffer-size", str(exc))]) from None
 
+    servers = parse_servers(server_urls)
+    address = advertise or daemon.local_address(servers)
+    listen = parse_addr(agent_addr, "agent-addr") if agent_addr else (address, AGENT_PORT)
     node = daemon.Agent(
-        server_url=parse_servers(server_urls),
+        server_url=servers,
         name=name or daemon.node_name(),
         data_dir=Path(data_dir).resolve() / "agent",
-        http_addr=parse_addr(agent_addr, "agent-addr"),
+        http_addr=listen,
         attrs=parse_attrs(attrs),
-        advertise_address=advertise,
+        advertise_address=address,
         token=token,
         cpu=cpu,
         memory=memory,

@@ -7,6 +7,8 @@ that moment, as Nomad resets its timers on election, so a restart never marks th
     ready ──(no heartbeat for ttl + grace)──▶ down ──(a heartbeat)──▶ ready
                                                └─ the reconciler marks its tasks lost and
                                                   replaces them on other nodes
+
+Only liveness moves here: a drained (ineligible) node stays so, down or back (model/node.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 from collections.abc import Callable
 
 from moorage.model import Node, NodeStatus
+from moorage.model.node import gone_down
 from moorage.state import StateCache, StateWriter
 from moorage.state import keys as k
 from moorage.state.writer import new_event
@@ -75,7 +78,7 @@ class NodeLiveness:
         now = self.clock()
         for node in self.overdue(started):
             key = k.node_key(node.name)
-            down = node.model_copy(update={"status": NodeStatus.DOWN})
+            down = gone_down(node)
             seen = self.last_seen(node.name)
             silent = f"{now - seen:.0f}s" if seen else "since this server started"
             text = f"node {node.name} is down: no heartbeat for {silent}"

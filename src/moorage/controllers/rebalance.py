@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from moorage.model import Conflict, Node, NodeStatus, NotFound
+from moorage.model import Conflict, Node, NotFound
 from moorage.scheduler import Ask, ClusterState, place
 
 from .reconcile import Snapshot, allocs, deployment_in_progress, node_infos, service_ask
@@ -69,7 +69,7 @@ def plan_rebalance(snapshot: Snapshot, name: str, seed: int = 0) -> Rebalance:
         raise Conflict(f"{name} is still moving {len(moving)} task(s) of an earlier rebalance")
 
     # Tasks on nodes that are not ready are moving already (drained) or lost: not counted.
-    ready = {n.name for n in snapshot.nodes.values() if n.status == NodeStatus.READY}
+    ready = {n.name for n in snapshot.nodes.values() if n.schedulable}
     placed = [t for t in live if t.revision == service.revision and t.node in ready]
     current = Counter(t.node for t in placed if t.node is not None)
 

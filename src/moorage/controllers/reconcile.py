@@ -181,7 +181,7 @@ def _converge(
         tasks = _cancel_migrations(plan, service, tasks, f"deployment {deployment.id} took over")
         step(plan, service, deployment, tasks, now, rng)
         return
-    draining = {n.name: n for n in snapshot.nodes.values() if n.status == NodeStatus.DRAINING}
+    draining = {n.name: n for n in snapshot.nodes.values() if n.draining}
     taskdef = snapshot.taskdefs.get((service.family, service.revision)) if service else None
     # Single-writer volumes that can move (shared): a drain or a move stops the holder first.
     # A task on a local volume cannot leave its node: it stays until the drain's deadline.
@@ -366,8 +366,8 @@ def volume_pin(snapshot: Snapshot, taskdef: TaskDefinition) -> tuple[Constraint 
         return None, f"its local volumes live on different nodes ({where})"
     name, node_name = min(nodes)
     node = snapshot.nodes.get(node_name)
-    if node is None or node.status != NodeStatus.READY:
-        state = "unknown" if node is None else node.status.value
+    if node is None or not node.schedulable:
+        state = "unknown" if node is None else node.state
         return None, (
             f"volume {name} is local to node {node_name}, which is {state}: "
             "the task waits for that node"
@@ -418,7 +418,7 @@ def node_infos(nodes: Iterable[Node]) -> list[NodeInfo]:
             memory=n.memory,
             attrs={**n.attrs, "node.name": n.name},
             port_range=n.port_range,
-            eligible=n.status == NodeStatus.READY,
+            eligible=n.schedulable,
             drivers=frozenset(n.drivers),
         )
         for n in nodes

@@ -16,7 +16,7 @@ from .errors import (
     Unavailable,
 )
 from .event import Event
-from .node import Node, NodeStatus
+from .node import Eligibility, Node, NodeStatus
 from .secret import SECRET_NAME, Secret, SecretInfo, SecretValue
 from .service import (
     Constraint,
@@ -44,6 +44,7 @@ __all__ = [
     "Desired",
     "Discovery",
     "Duration",
+    "Eligibility",
     "Event",
     "FieldError",
     "Forbidden",

@@ -32,6 +32,7 @@ from moorage.model import (
     VolumeSpec,
     parse_specs,
 )
+from moorage.model import node as node_rules
 from moorage.model.acl import Level
 from moorage.model.spec import not_yet_honoured, validate_body, volume_problems
 from moorage.model.volume import Volume
@@ -626,17 +627,11 @@ class Api:
         self.heartbeats[name] = now  # registering is a sign of life too
 
         def change(current: Node | None) -> tuple[Node | None, list[Any]]:
-            registered = node.model_copy(
-                update={
-                    "status": current.status
-                    if current and current.status == NodeStatus.DRAINING
-                    else NodeStatus.READY,
-                    "registered_at": current.registered_at if current else now,
-                    "heartbeat_at": now,
-                }
-            )
+            registered = node_rules.registered(current, node, now)
             verb = "registered" if current is None else "re-registered"
             text = f"node {name} {verb}: {node.cpu} cpu units, {node.memory} MiB, {node.address}"
+            if registered.draining:
+                text += "; still draining (until `moorage node eligible`)"
             return registered, [new_event("node.registered", text, now=now, node=name)]
 
         return respond(await self.writer.update(k.node_key(name), Node, change))
@@ -662,9 +657,8 @@ class Api:
                 raise NotFound(f"no node {name!r}")
             why = " (spot interruption notice)" if body.spot_notice else ""
             text = f"node {name} draining{why}: tasks move away within {deadline:g}s"
-            return current.model_copy(
-                update={"status": NodeStatus.DRAINING, "drain_deadline": now + deadline}
-            ), [new_event("node.draining", text, now=now, node=name)]
+            event = new_event("node.draining", text, now=now, node=name)
+            return node_rules.drained(current, now + deadline), [event]
 
         return respond(await self.writer.update(k.node_key(name), Node, change))
 
@@ -682,9 +676,8 @@ class Api:
         def change(current: Node | None) -> tuple[Node | None, list[Any]]:
             if current is None:
                 raise NotFound(f"no node {name!r}")
-            status = NodeStatus.READY if current.status == NodeStatus.DRAINING else current.status
             event = new_event("node.eligible", f"node {name} takes tasks again", now=now, node=name)
-            return current.model_copy(update={"status": status, "drain_deadline": None}), [event]
+            return node_rules.made_eligible(current), [event]
 
         return respond(await self.writer.update(k.node_key(name), Node, change))
 
@@ -720,10 +713,10 @@ class Api:
             if current is None:
                 raise NotFound(f"no node {name!r}: register first")
             text = f"node {name} is back: its lost tasks are stopped there"
+            if current.draining:
+                text += "; still draining (until `moorage node eligible`)"
             event = new_event("node.up", text, now=now, node=name)
-            return current.model_copy(update={"status": NodeStatus.READY, "heartbeat_at": now}), [
-                event
-            ]
+            return node_rules.back(current, now), [event]
 
         await self.writer.update(k.node_key(name), Node, change)
 

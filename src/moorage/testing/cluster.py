@@ -264,6 +264,9 @@ class AgentSpec:
     cpu: int | None = None
     memory: int | None = None
     args: list[str] = field(default_factory=list)
+    # True: no --advertise nor --agent-addr, the agent picks its defaults as a user's would
+    # (in a namespace: its IP, port 7071; without one 127.0.0.1:7071, for one agent at most).
+    auto_address: bool = False
 
 
 def default_agents(count: int, memory: int | None = None) -> list[AgentSpec]:
@@ -346,13 +349,11 @@ class Cluster:
             spec.name,
             "--data-dir",
             str(self.root / f"node{number}"),
-            "--agent-addr",
-            f"{address}:{port}",
-            "--advertise",
-            address,
             "--shared-volume-root",
             str(self.shared_volume_root),
         ]
+        if not spec.auto_address:
+            args += ["--agent-addr", f"{address}:{port}", "--advertise", address]
         for key, value in spec.attrs.items():
             args += ["--attr", f"{key}={value}"]
         if spec.cpu:

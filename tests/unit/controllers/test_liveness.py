@@ -31,3 +31,28 @@ def test_only_silent_ready_nodes_are_overdue() -> None:
     assert liveness.overdue(started=now - 1) == []
     late = liveness.overdue(started=now - heartbeat_ttl(4) - GRACE - 1)
     assert sorted(n.name for n in late) == ["never", "silent"]
+
+
+def test_a_drained_node_that_goes_down_stays_drained() -> None:
+    import asyncio
+
+    from moorage.model import Eligibility
+    from moorage.model.node import drained
+    from moorage.state import keys as k
+    from moorage.store import Put
+
+    now = 1000.0
+    written: list[Node] = []
+
+    class Writer:
+        async def commit(self, compares: object, ops: list[object]) -> None:
+            nodes = [op for op in ops if isinstance(op, Put) and op.key == k.node_key("n1")]
+            written.extend(Node.model_validate_json(op.value) for op in nodes)
+
+    cache = Cache([drained(Node(name="n1", cpu=1, memory=1), now + 60)])
+    cache.mod_revisions = {k.node_key("n1"): 3}  # type: ignore[attr-defined]
+    liveness = NodeLiveness(cache, Writer(), lambda: now, {}.get)  # type: ignore[arg-type]
+    asyncio.run(liveness.check(started=now - 60))
+    (down,) = written
+    assert down.status == NodeStatus.DOWN
+    assert (down.eligibility, down.drain_deadline) == (Eligibility.INELIGIBLE, now + 60)

@@ -310,11 +310,9 @@ def test_tasks_on_a_down_node_are_lost_and_replaced_elsewhere() -> None:
 
 
 def test_draining_replaces_before_stopping_and_the_deadline_stops_the_rest() -> None:
-    from moorage.model import NodeStatus
+    from moorage.model.node import drained
 
-    draining = Node(
-        name="n1", cpu=4096, memory=4096, status=NodeStatus.DRAINING, drain_deadline=NOW + 60
-    )
+    draining = drained(Node(name="n1", cpu=4096, memory=4096), NOW + 60)
     other = Node(name="n2", cpu=4096, memory=4096)
     running = [
         make_task(id=f"t{i}", node="n1", status=TaskStatus.RUNNING, run_generation=0)
@@ -392,12 +390,10 @@ def test_a_drain_stops_a_single_writer_task_at_once_and_replaces_it_elsewhere() 
     until the drain deadline. The task stops at once; its replacement goes elsewhere."""
     from dataclasses import replace
 
-    from moorage.model import NodeStatus
+    from moorage.model.node import drained
     from moorage.model.volume import Volume
 
-    draining = node("n1").model_copy(
-        update={"status": NodeStatus.DRAINING, "drain_deadline": NOW + 3600}
-    )
+    draining = drained(node("n1"), NOW + 3600)
     running = make_task(
         id="web-1", node="n1", status=TaskStatus.RUNNING, run_generation=0, created_at=NOW - 60
     )

@@ -61,11 +61,16 @@ export function badge(text, tone = toneOf(text)) {
 
 const TONES = {
   passing: "ok", running: "ok", ready: "ok", successful: "ok", healthy: "ok", attached: "ok",
-  warning: "warn", draining: "warn", pending: "warn", assigned: "warn", starting: "warn",
+  eligible: "ok", warning: "warn", draining: "warn", ineligible: "warn", pending: "warn", assigned: "warn", starting: "warn",
   degraded: "warn", pending_alert: "warn", detached: "muted",
   critical: "bad", failed: "bad", lost: "bad", down: "bad", unhealthy: "bad", firing: "bad",
   rolled_back: "bad", exited: "bad",
 };
+
+// A node's scheduling state, apart from its liveness (`status`): eligible, ineligible or draining.
+export function scheduling(node) {
+  return node.drain_deadline ? "draining" : node.eligibility || "eligible";
+}
 
 export function toneOf(text) {
   return TONES[String(text).split(" ")[0]] || "muted";

@@ -2,7 +2,7 @@
 
 import { watch } from "../api.js";
 import { formats, metricChart } from "../charts.js";
-import { ago, badge, cores, empty, failure, h, kv, link, mib, replace, section, table } from "../dom.js";
+import { ago, badge, cores, empty, failure, h, kv, link, mib, replace, scheduling, section, table } from "../dom.js";
 import { taskHealth } from "../health.js";
 
 export function render(root, { name }, signal) {
@@ -38,6 +38,7 @@ function facts(node) {
     { class: "card" },
     kv([
       ["status", badge(node.status)],
+      ["scheduling", badge(scheduling(node))],
       ["address", node.address],
       ["agent", node.agent_addr || "-"],
       ["cpu", `${node.cpu} units (${cores(node.cpu)})`],

@@ -1,7 +1,7 @@
 // Overview: the nodes, the services with their health, and the alerts that fire.
 
 import { watch } from "../api.js";
-import { ago, badge, cores, empty, failure, h, link, mib, replace, section, table } from "../dom.js";
+import { ago, badge, cores, empty, failure, h, link, mib, replace, scheduling, section, table } from "../dom.js";
 import { alertTable, deploymentBadge, firing, normalizeAlerts, serviceHealth } from "../health.js";
 
 export function render(root, params, signal) {
@@ -85,6 +85,7 @@ function nodeTable(nodes) {
     [
       { label: "node", cell: (n) => link(n.name, "nodes", n.name) },
       { label: "status", cell: (n) => badge(n.status) },
+      { label: "scheduling", cell: (n) => badge(scheduling(n)) },
       { label: "address", cell: (n) => n.address },
       { label: "cpu", class: "num", cell: (n) => cores(n.cpu) },
       { label: "memory", class: "num", cell: (n) => mib(n.memory) },
