@@ -4,6 +4,7 @@ run out — even after the agent was SIGKILLed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -203,6 +204,61 @@ volumes:
     cluster.cli("stop", "box")
     wait_for(lambda: volume(cluster, "data")["state"] == "detached", 30, what="released")
     assert not mounted(mountpoint)
+
+
+PROBE = (
+    'for d in "$@"; do if echo x > "$d/probe" 2>/dev/null; then echo "$d writable"; '
+    'else echo "$d read-only"; fi; done; echo done; sleep 300'
+)
+
+
+def test_read_only_mounts_refuse_writes_in_docker_and_process_tasks(
+    cluster1: Cluster, docker_image: str, tmp_path: Path
+) -> None:
+    """compose's `name:/path:ro` and `read_only: true` stay read-only (a Docker bind with
+    `:ro`); a spec's `read_only` mount is a read-only bind for a process task too."""
+    cluster = cluster1
+    compose = {
+        "services": {
+            "box": {
+                "image": docker_image,
+                "command": ["sh", "-c", PROBE, "probe", "/rw", "/ro", "/long"],
+                "volumes": [
+                    "conf:/rw",
+                    "conf:/ro:ro",
+                    {"type": "volume", "source": "conf", "target": "/long", "read_only": True},
+                ],
+            }
+        },
+        "volumes": {"conf": {"driver": "rexray/ebs"}},
+    }
+    path = tmp_path / "compose.yaml"
+    path.write_text(json.dumps(compose))  # JSON is YAML
+    cluster.cli("compose", "up", "-f", str(path))
+    (task,) = cluster.wait_running("box", 1, timeout=60)
+    out = wait_output(cluster, task, "done")
+    assert tuple(out.splitlines()[:3]) == ("/rw writable", "/ro read-only", "/long read-only")
+    cluster.cli("stop", "box")
+    wait_for(lambda: volume(cluster, "conf")["state"] == "detached", 30, what="released")
+
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    cluster.deploy(f"""
+service: probe
+count: 1
+containers:
+  - name: app
+    command: ["sh", "-c", {PROBE!r}, "probe", "{rw}", "{ro}"]
+    memory: 32
+    stop_timeout: 1s
+    mounts: [{{volume: conf, path: "{rw}"}}, {{volume: conf, path: "{ro}", read_only: true}}]
+volumes:
+  conf: {{driver: shared, scope: shared}}
+""")
+    (task,) = cluster.wait_running("probe", 1, timeout=60)
+    out = wait_output(cluster, task, "done")
+    assert tuple(out.splitlines()[:2]) == (f"{rw} writable", f"{ro} read-only")
+    data = cluster.shared_volume_root / "conf" / "data"
+    assert (data / "probe").exists()  # the writes that were allowed landed on the volume
 
 
 def test_killed_agent_its_task_is_fenced_before_the_lease_can_move(

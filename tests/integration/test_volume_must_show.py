@@ -7,7 +7,8 @@ the lease, cut off the network for 3x the lease, the node drained, a new revisio
 and after each the log shows one writer at a time (volume_helpers.check_log), the writer moved
 where the fault demands it, and no second writer process or second mount of the volume's image
 was ever seen while the fault ran. Then: the size is enforced (ENOSPC inside the task), the
-first writer's marker survived every move, and `volume rm` refuses an attached volume.
+first writer's marker survived every move, `volume rm` refuses an attached volume and removes
+a detached one with its data (the same name re-created is empty, with its new size).
 Seed 000 (InfluxDB on a shared volume, found through moorage's DNS) and seed 004 (the ECS task
 definition with a rexray/ebs volume, run by Docker) run end to end.
 """
@@ -28,7 +29,7 @@ import dns.resolver
 import httpx
 import pytest
 
-from moorage.testing.cluster import netns_supported
+from moorage.volumes.layout import IMAGE
 
 from .cluster import AgentSpec, Cluster, free_port, task_processes, wait_for
 from .volume_helpers import (
@@ -36,8 +37,10 @@ from .volume_helpers import (
     Watch,
     check_log,
     describe,
+    loop_mounts,
     moved,
     read_log,
+    require_netns,
     steady,
     volume,
     writer_spec,
@@ -49,14 +52,6 @@ pytestmark = pytest.mark.integration
 LEASE = 3.0  # the agents' --volume-lease: short, to keep every wait bounded
 FAULT = 3 * LEASE  # how long a frozen agent stays frozen, a cut node cut
 MOVE = 60.0  # the deadline for the writer to move after a fault begins
-
-
-def require_netns() -> None:
-    why = netns_supported()
-    if why is not None:
-        if os.environ.get("MOORAGE_REQUIRE_NETNS") == "1":
-            pytest.fail(f"MOORAGE_REQUIRE_NETNS=1 but {why}")
-        pytest.skip(f"SKIPPED LOUDLY: {why} (CI runs these as root)")
 
 
 def lease_agents(lease: float = LEASE) -> list[AgentSpec]:
@@ -209,6 +204,8 @@ def test_volume_rm_refuses_an_attached_volume_and_removes_a_detached_one(
 ) -> None:
     cluster = faults
     [task] = cluster.wait_running("filler", 1, timeout=30)
+    [filler] = writers(cluster.root, "FILL", "fill")
+    (filler.folder / "old-data").write_text("written before rm\n")
     refused = cluster.cli("volume", "rm", "fill", check=False)
     assert refused.returncode == 1, refused
     assert task["id"] in refused.stderr and task["node"] in refused.stderr, refused.stderr
@@ -221,6 +218,32 @@ def test_volume_rm_refuses_an_attached_volume_and_removes_a_detached_one(
     assert cluster.http.get("/v1/volumes/fill").status_code == 404
     assert "fill" not in {v["name"] for v in cluster.http.get("/v1/volumes").json()}
     assert volume(cluster, "data")["state"] == "attached"  # the writer's is untouched
+    folder = cluster.shared_volume_root / "fill"
+    assert not folder.exists(), list(folder.rglob("*"))  # the 16 MiB image went with it
+    assert not loop_mounts(cluster.root, "fill")
+    trash = cluster.shared_volume_root / ".trash"
+    assert not trash.exists() or not list(trash.iterdir())
+
+    # the same name again: an empty volume, of its own (bigger) size
+    cluster.cli("volume", "create", "fill", "--driver", "shared", "--size", "32")
+    cluster.deploy(writer_spec("filler2", "fill", "32MiB", mode="fill", path="/fill"))
+    cluster.wait_running("filler2", 1, timeout=30)
+
+    def result() -> tuple[str, set[str]] | None:
+        found = writers(cluster.root, "FILL", "fill")
+        path = found[0].folder / "fill-result" if len(found) == 1 else None
+        if path is None or not path.exists():
+            return None
+        return path.read_text(), {p.name for p in found[0].folder.iterdir()}
+
+    text, names = wait_for(result, 60, 0.2, "the new filler's result")
+    outcome, written = text.split()
+    assert names == {"lost+found", "fill-result"}, names  # no old-data, no old fill-result
+    assert outcome == "ENOSPC" and 16 * 2**20 < int(written) <= 32 * 2**20, text
+    assert (folder / IMAGE).stat().st_size == 32 * 2**20
+    assert volume(cluster, "fill")["size_enforced"] is True
+    assert "32MiB (ext4)" in cluster.cli("volume", "ls").stdout
+    cluster.cli("stop", "filler2")
 
 
 # ---- seed 000: InfluxDB on a shared volume, found through DNS ----------------------------------

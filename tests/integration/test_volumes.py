@@ -47,6 +47,17 @@ def test_volume_lifecycle_claims_and_fencing(cluster: Cluster) -> None:
     assert {e["field"] for e in bad.json()["errors"]} == {"driver", "size"}
     local = cluster.cli_json("volume", "create", "db", "--driver", "local", "--node", "n1")
     assert local["node"] == "n1"
+    # a task-scope volume lives and dies with its task: declared in a spec, never created alone
+    task_scope = cluster.cli(
+        "volume", "create", "tmp", "--driver", "shared", "--scope", "task", check=False
+    )
+    assert task_scope.returncode == 2 and "scope" in task_scope.stderr, task_scope
+    assert "spec" in task_scope.stderr
+    api_scope = cluster.http.post(
+        "/v1/volumes", json={"name": "tmp", "driver": "shared", "scope": "task"}
+    )
+    assert api_scope.status_code == 400
+    assert [e["field"] for e in api_scope.json()["errors"]] == ["scope"]
 
     # list (blocking on ?index) and inspect
     listed = cluster.http.get("/v1/volumes")
@@ -54,6 +65,8 @@ def test_volume_lifecycle_claims_and_fencing(cluster: Cluster) -> None:
     assert [v["name"] for v in cluster.cli_json("volume", "ls")] == ["data", "db"]
     assert "data" in cluster.cli("volume", "ls").stdout
     assert cluster.cli_json("volume", "inspect", "data")["driver"] == "shared"
+    # no agent has provisioned it: whether its size is enforced is not known yet
+    assert "enforced: not known yet" in cluster.cli("volume", "inspect", "data").stdout
     missing = cluster.cli("volume", "inspect", "nope", check=False)
     assert missing.returncode == 1 and "nope" in missing.stderr
     index = int(listed.headers["X-Moorage-Index"])

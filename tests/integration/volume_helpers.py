@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
+from moorage.testing.cluster import netns_supported
 from moorage.volumes.layout import IMAGE
 
 from .cluster import Cluster, wait_for
@@ -55,6 +57,15 @@ containers:
     env: {{REVISION: "{revision}", MOORAGE_WRITER_VOLUME: {volume}}}
 {extra}
 """
+
+
+def require_netns() -> None:
+    """Network-namespace clusters need root: skip loudly, or fail with MOORAGE_REQUIRE_NETNS=1."""
+    why = netns_supported()
+    if why is not None:
+        if os.environ.get("MOORAGE_REQUIRE_NETNS") == "1":
+            pytest.fail(f"MOORAGE_REQUIRE_NETNS=1 but {why}")
+        pytest.skip(f"SKIPPED LOUDLY: {why} (CI runs these as root)")
 
 
 # ---- the log ----------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""The agent's half of volume snapshots: take one, serve its archive, restore it, delete it.
+"""The agent's half of what the server relays about volume data: take a snapshot, serve its
+archive, restore it, delete it; remove a volume's files (`volume rm`).
 
     POST   /v1/volumes/{name}/snapshots                 {id, driver, writer?, pause_timeout?}
     GET    /v1/volumes/{name}/snapshots/{id}/archive    ?driver=  the .tar.gz, streamed
     DELETE /v1/volumes/{name}/snapshots/{id}            ?driver=
     POST   /v1/volumes/{name}/restore                   {source, source_driver, driver, size?}
+    DELETE /v1/volumes/{name}                           ?driver=  unmount here, delete the files
 
 The server decides which node snapshots a volume (`moorage.model.snapshot.plan_snapshot`) and
 relays to it with the cluster's join token. Taking one:
@@ -74,6 +76,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/v1/volumes/{name}/snapshots/{id}/archive", serve_archive)
     app.router.add_delete("/v1/volumes/{name}/snapshots/{id}", delete)
     app.router.add_post("/v1/volumes/{name}/restore", restore)
+    app.router.add_delete("/v1/volumes/{name}", remove_volume)
 
 
 def layout_of(agent: Agent) -> Layout:
@@ -319,3 +322,33 @@ async def restore_snapshot(layout: Layout, name: str, body: RestoreBody) -> dict
         "size_enforced": storage.size_enforced,
         "duration": round(time.time() - started, 6),
     }
+
+
+# ---- remove a volume ---------------------------------------------------------------------------
+async def remove_volume(request: web.Request) -> web.Response:
+    """The files of a volume the server is deleting (it is `deleting`: nothing can claim it).
+    An error answer means nothing was removed; its snapshots stay."""
+    try:
+        agent = _authorize(request)
+        name = _name(request, "name", VOLUME_PATTERN)
+        driver = _driver(request)
+        users = sorted(
+            runner_id
+            for runner_id, runner in agent.runners.items()
+            if runner.volumes is not None and any(a.name == name for a in runner.volumes.attached)
+        )
+        if users:
+            raise AgentError(
+                409, "conflict", "name", f"volume {name} is mounted here for task {users[0]}"
+            )
+        paths = layout_of(agent)
+        folder, mountpoint = paths.volume_dir(driver, name), paths.mountpoint(name)
+        try:
+            existed = await asyncio.to_thread(
+                host.remove, folder, mountpoint, paths.trash_dir(driver)
+            )
+        except VolumeError as exc:
+            raise AgentError(500, "volume_error", "", str(exc)) from None
+    except AgentError as exc:
+        return _error(exc)
+    return web.json_response({"deleted": name, "existed": existed})

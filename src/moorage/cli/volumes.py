@@ -25,7 +25,13 @@ def volume() -> None:
 )
 @click.option("--node", default=None, help="The node of a local volume (required for local).")
 @click.option("--size", type=int, default=None, help="Size in MiB.")
-@click.option("--scope", type=click.Choice(["shared", "task"]), default="shared", show_default=True)
+@click.option(
+    "--scope",
+    type=click.Choice(["shared", "task"]),
+    default="shared",
+    show_default=True,
+    help="Only shared: a task-scope volume is declared in a spec (the server refuses it here).",
+)
 @click.option(
     "--access",
     type=click.Choice(["single-writer", "read-only-many"]),
@@ -58,6 +64,16 @@ def create(
     click.echo(f"{created['name']}: created ({created['driver']}, {created['access']})")
 
 
+def _size(v: dict[str, Any]) -> str:
+    """`64MiB (ext4)`: enforced by a loop-mounted image; `64MiB (not enforced)`: a plain
+    directory; `64MiB`: no agent has provisioned it yet."""
+    if not v.get("size"):
+        return "-"
+    enforced = v.get("size_enforced")
+    how = "" if enforced is None else " (ext4)" if enforced else " (not enforced)"
+    return f"{v['size']}MiB{how}"
+
+
 def _holders(v: dict[str, Any]) -> str:
     return ",".join(f"{a['task']}@{a['node']}" for a in v.get("attachments", [])) or "-"
 
@@ -80,7 +96,7 @@ def list_volumes(ctx: click.Context, output: str) -> None:
                 v["name"],
                 v["driver"],
                 v.get("node") or "-",
-                f"{v['size']}MiB" if v.get("size") else "-",
+                _size(v),
                 v["access"],
                 v["state"],
                 v["epoch"],
@@ -109,6 +125,7 @@ def inspect(ctx: click.Context, name: str, output: str) -> None:
         ("driver", v["driver"]),
         ("node", v.get("node") or "-"),
         ("size", f"{v['size']} MiB" if v.get("size") else "-"),
+        ("enforced", _enforced(v)),
         ("scope", v["scope"]),
         ("access", v["access"]),
         ("state", v["state"]),
@@ -127,14 +144,24 @@ def inspect(ctx: click.Context, name: str, output: str) -> None:
             )
 
 
+def _enforced(v: dict[str, Any]) -> str:
+    if not v.get("size"):
+        return "-"
+    if v.get("size_enforced") is None:
+        return "not known yet (no agent has provisioned it)"
+    if v["size_enforced"]:
+        return "yes (a loop-mounted ext4 image)"
+    return "no (a plain directory: the agent cannot mount images)"
+
+
 @volume.command(name="rm")
 @click.argument("name")
 @click.pass_context
 def remove(ctx: click.Context, name: str) -> None:
-    """Remove volume NAME (refused while a task holds it)."""
+    """Remove volume NAME and its data (refused while a task holds it; its snapshots stay)."""
     with client(ctx) as api:
         api.remove_volume(name)
-    click.echo(f"{name}: removed")
+    click.echo(f"{name}: removed, with its data")
 
 
 for command in snapshots.COMMANDS:  # snapshot, snapshots, restore, delete-snapshot

@@ -236,12 +236,7 @@ def _service(
     }
     mounts, volumes = [], {}
     for index, item in enumerate(raw.get("volumes") or []):
-        source, _, target = (
-            str(item).partition(":")
-            if isinstance(item, str)
-            else (str(item.get("source", "")), "", str(item.get("target", "")))
-        )
-        target = target.split(":")[0]
+        source, target, read_only = _mount(item, f"{at}.volumes[{index}]", warnings)
         if not target or source.startswith((".", "/", "~")):
             errors.append(
                 FieldError(
@@ -249,7 +244,7 @@ def _service(
                 )
             )
             continue
-        mounts.append({"volume": _dns(source), "path": target})
+        mounts.append({"volume": _dns(source), "path": target, "read_only": read_only})
         options = named_volumes.get(source) or {}
         plugin = str(options.get("driver") or "local")
         # A named volume outlives the containers: a cluster volume (scope shared). Docker's
@@ -301,6 +296,26 @@ def _service(
             continue
         deps[_dns(str(dep_name))] = CONDITIONS[condition]
     return body, deps
+
+
+def _mount(item: Any, at: str, warnings: list[FieldError]) -> tuple[str, str, bool]:
+    """(source, target, read-only) of a service's `volumes:` entry: `name:/path[:ro|rw]`, or
+    the long syntax `{source, target, read_only}`. Other options are warnings."""
+    if isinstance(item, dict):
+        if item.get("type", "volume") != "volume":
+            return "", "", False  # bind, tmpfs: refused as not a named volume
+        source, target = str(item.get("source", "")), str(item.get("target", ""))
+        for key in item:
+            if key not in ("type", "source", "target", "read_only"):
+                warnings.append(FieldError(f"{at}.{key}", "not supported, ignored"))
+        return source, target, bool(item.get("read_only", False))
+    source, _, rest = str(item).partition(":")
+    target, _, mode = rest.partition(":")
+    options = [o for o in mode.split(",") if o]
+    for option in options:
+        if option not in ("ro", "rw"):
+            warnings.append(FieldError(at, f"mount option {option!r} is not supported, ignored"))
+    return source, target, "ro" in options
 
 
 def _pair(item: str) -> tuple[str, str]:

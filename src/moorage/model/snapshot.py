@@ -25,9 +25,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import Conflict, Unavailable
-from .node import Node, NodeStatus
+from .node import Node
 from .taskdef import NAME_PATTERN, Strict
-from .volume import Access, Driver, Volume, holders
+from .volume import Access, Driver, Volume, holders, reachable
 
 Consistency = Literal["frozen", "paused", "stopped", "read-only", "detached"]
 SNAPSHOT_ID_PATTERN = r"^snap-[0-9a-f]{12}$"
@@ -84,23 +84,17 @@ class SnapshotPlan:
     consistency: Consistency | None  # known in advance (read-only, detached); else the agent's
 
 
-def _ready(nodes: list[Node]) -> list[Node]:
-    return sorted(
-        (n for n in nodes if n.status != NodeStatus.DOWN and n.agent_addr), key=lambda n: n.name
-    )
-
-
 def plan_snapshot(volume: Volume, nodes: list[Node], now: float) -> SnapshotPlan:
     """Which node snapshots `volume` and what it pauses; Conflict or Unavailable if none can."""
     if volume.state == "deleting":
         raise Conflict(f"volume {volume.name} is being deleted")
     live = [a for a in holders(volume, now) if not a.task.startswith(SNAPSHOT_TASK)]
-    reachable = {n.name for n in _ready(nodes)}
+    up = {n.name for n in reachable(nodes)}
     if live and volume.access == "single-writer":
         writer = live[0]
         if writer.task.startswith(RESTORE_TASK):
             raise Conflict(f"volume {volume.name} is being restored: snapshot it afterwards")
-        if writer.node not in reachable:
+        if writer.node not in up:
             raise Unavailable(
                 f"volume {volume.name} is held by {writer.describe()}, whose agent is not "
                 f"reachable: its writer cannot be paused"
@@ -110,12 +104,12 @@ def plan_snapshot(volume: Volume, nodes: list[Node], now: float) -> SnapshotPlan
     if volume.driver == "local":
         if volume.node is None:
             raise Conflict(f"local volume {volume.name} has no node yet: it holds no data")
-        if volume.node not in reachable:
+        if volume.node not in up:
             raise Unavailable(f"node {volume.node} of local volume {volume.name} is down")
         return SnapshotPlan(volume.node, None, claim=not live, consistency=consistency)
-    ready = _ready(nodes)
+    ready = reachable(nodes)
     if live:  # read-only readers: their node sees the shared root too
-        node = next((a.node for a in live if a.node in reachable), None)
+        node = next((a.node for a in live if a.node in up), None)
         if node is not None:
             return SnapshotPlan(node, None, claim=False, consistency=consistency)
     if not ready:
@@ -125,11 +119,11 @@ def plan_snapshot(volume: Volume, nodes: list[Node], now: float) -> SnapshotPlan
 
 def archive_node(snapshot: Snapshot, nodes: list[Node]) -> str:
     """The node whose agent can read the snapshot's archive (its own; any, for shared)."""
-    reachable = [n.name for n in _ready(nodes)]
-    if snapshot.node in reachable:
+    up = [n.name for n in reachable(nodes)]
+    if snapshot.node in up:
         return snapshot.node
-    if snapshot.driver == "shared" and reachable:
-        return reachable[0]
+    if snapshot.driver == "shared" and up:
+        return up[0]
     raise Unavailable(
         f"the archive of snapshot {snapshot.id} lives on node {snapshot.node}, which is down"
     )

@@ -8,7 +8,12 @@ the volume, getting a higher epoch, and a renewal with the older epoch is refuse
 holder has lost the claim and must stop writing.
 
 `claim`, `renew`, `release` and `holders` are pure: the clock is an argument, so the rules are
-tested without a server. The agent side (mounting, renewing, fencing) is `moorage.agent.volumes`
+tested without a server.
+
+Removal (`volume rm`) is a grant of its own: `mark_deleting` refuses a live holder and sets the
+state `deleting`, which no claim gets past; `removal_node` picks the agent that deletes the
+files (a local volume's node, any reachable one for a shared volume); then the record goes.
+`unmark_deleting` undoes the mark when that agent did nothing. The agent side (mounting, renewing, fencing) is `moorage.agent.volumes`
 with `moorage.volumes` (docs/volumes.md).
 """
 
@@ -18,7 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import Conflict, FieldError, FieldProblems
+from .errors import Conflict, FieldError, FieldProblems, Unavailable
+from .node import Node, NodeStatus
 from .taskdef import NAME_PATTERN, Strict
 
 DEFAULT_LEASE = 10.0  # seconds an attachment lasts without a renewal
@@ -45,6 +51,17 @@ class VolumeCreate(Strict):
 
     @model_validator(mode="after")
     def _node(self) -> VolumeCreate:
+        if self.scope == "task":
+            raise FieldProblems(
+                [
+                    FieldError(
+                        "scope",
+                        "a scope: task volume is created with its task and deleted after it: "
+                        "declare it in the spec's volumes (docs/spec.md); a volume created on "
+                        "its own is scope: shared",
+                    )
+                ]
+            )
         if self.driver == "local" and self.node is None:
             raise FieldProblems(
                 [FieldError("node", "a local volume lives on one node: name it (--node)")]
@@ -208,3 +225,44 @@ def check_deletable(volume: Volume, now: float) -> None:
             f"volume {volume.name} is attached to {held}: stop the task (or let it release "
             f"the volume) before deleting it"
         )
+
+
+def mark_deleting(volume: Volume, now: float) -> Volume:
+    """The volume in state `deleting` (no claim is granted any more); Conflict while attached.
+    A volume already `deleting` (a removal interrupted) stays so, to be finished."""
+    check_deletable(volume, now)
+    return volume.model_copy(update={"state": "deleting", "attachments": []})
+
+
+def unmark_deleting(volume: Volume) -> Volume:
+    """Back to `detached`: the removal did not touch the files."""
+    if volume.state != "deleting":
+        return volume
+    return volume.model_copy(update={"state": "detached"})
+
+
+def reachable(nodes: list[Node]) -> list[Node]:
+    """The nodes whose agents the server can call (not down, address known), by name."""
+    return sorted(
+        (n for n in nodes if n.status != NodeStatus.DOWN and n.agent_addr), key=lambda n: n.name
+    )
+
+
+def removal_node(volume: Volume, nodes: list[Node]) -> str | None:
+    """The node whose agent deletes the volume's files: a local volume's own node (None: it
+    never had one, so it has no files), the first reachable one for a shared volume (every
+    node sees the shared root). Unavailable when no agent can: the volume is left as it is."""
+    ready = [n.name for n in reachable(nodes)]
+    if volume.driver == "local":
+        if volume.node is None or volume.node in ready:
+            return volume.node
+        raise Unavailable(
+            f"node {volume.node} of local volume {volume.name} is down: its data cannot be "
+            f"removed, so the volume is kept as it was (remove it once the node is back)"
+        )
+    if not ready:
+        raise Unavailable(
+            f"no ready node can remove the data of shared volume {volume.name} (every agent "
+            f"is down): the volume is kept as it was"
+        )
+    return ready[0]

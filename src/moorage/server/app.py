@@ -158,6 +158,7 @@ class Server:
                 self.token_path.read_text().strip()
             )  # agents check it on every relayed call
             snapshots = SnapshotsApi(cache, writer, self.clock, session, join_token)
+            volumes.agents = snapshots.agents  # `volume rm` has an agent delete the data
             assert self.metrics is not None
             metrics = MetricsApi(self.metrics, self.clock)
             metrics.forward = self.influx.offer if self.influx is not None else None

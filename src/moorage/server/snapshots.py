@@ -44,6 +44,7 @@ from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
 from moorage.state.writer import new_event
 
+from .agents import AgentRelay, agent_error, json_of
 from .api import respond, table
 from .blocking import block
 from .errors import read_json
@@ -68,7 +69,7 @@ class SnapshotsApi:
         self.writer = writer
         self.clock = clock
         self.session = session
-        self.auth = {"Authorization": f"Bearer {join_token}"}
+        self.agents = AgentRelay(cache, session, join_token)
 
     # ---- reads -------------------------------------------------------------------------
     def _snapshot(self, request: web.Request) -> Snapshot:
@@ -147,7 +148,7 @@ class SnapshotsApi:
         }
 
         async def take() -> Any:
-            return await self._call(plan.node, "POST", f"/v1/volumes/{name}/snapshots", body)
+            return await self.agents.call(plan.node, "POST", f"/v1/volumes/{name}/snapshots", body)
 
         if plan.claim:
             taken = await self._holding(name, plan.node, SNAPSHOT_TASK + snapshot_id, take)
@@ -224,35 +225,6 @@ class SnapshotsApi:
                 log.warning("the claim of %s on volume %s was lost: %s", task, name, exc)
                 return
 
-    # ---- talking to agents -------------------------------------------------------------
-    def _agent(self, node: str) -> str:
-        found = self.cache.nodes.get(node)
-        if found is None or not found.agent_addr:
-            raise Unavailable(f"the agent of node {node} is unknown")
-        return f"http://{found.agent_addr}"
-
-    async def _call(
-        self,
-        node: str,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: dict[str, str] | None = None,
-    ) -> Any:
-        """One JSON call to a node's agent; its errors as moorage errors."""
-        url = self._agent(node) + path
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-        try:
-            async with self.session.request(
-                method, url, json=body, params=params, headers=self.auth, timeout=timeout
-            ) as response:
-                answer = await response.json(content_type=None)
-                if response.status >= 400:
-                    raise _agent_error(node, response.status, answer)
-                return answer
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise Unavailable(f"cannot reach the agent of node {node}: {exc}") from None
-
     # ---- archive, delete ---------------------------------------------------------------
     @table.add(
         "GET",
@@ -264,15 +236,17 @@ class SnapshotsApi:
     async def snapshot_archive(self, request: web.Request) -> web.StreamResponse:
         snapshot = self._snapshot(request)
         node = archive_node(snapshot, list(self.cache.nodes.values()))
-        url = self._agent(node) + f"/v1/volumes/{snapshot.volume}/snapshots/{snapshot.id}/archive"
+        url = (
+            self.agents.url(node) + f"/v1/volumes/{snapshot.volume}/snapshots/{snapshot.id}/archive"
+        )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
         params = {"driver": snapshot.driver}
         try:
             async with self.session.get(
-                url, params=params, headers=self.auth, timeout=timeout
+                url, params=params, headers=self.agents.auth, timeout=timeout
             ) as upstream:
                 if upstream.status >= 400:
-                    raise _agent_error(node, upstream.status, await _json(upstream))
+                    raise agent_error(node, upstream.status, await json_of(upstream))
                 headers = {h: upstream.headers[h] for h in RELAY_HEADERS if h in upstream.headers}
                 response = web.StreamResponse(headers=headers)
                 await response.prepare(request)
@@ -293,7 +267,7 @@ class SnapshotsApi:
         snapshot = self._snapshot(request)
         node = archive_node(snapshot, list(self.cache.nodes.values()))
         path = f"/v1/volumes/{snapshot.volume}/snapshots/{snapshot.id}"
-        await self._call(node, "DELETE", path, params={"driver": snapshot.driver})
+        await self.agents.call(node, "DELETE", path, params={"driver": snapshot.driver})
         text = f"snapshot {snapshot.id} of volume {snapshot.volume} deleted"
         event = new_event("volume.snapshot_deleted", text, now=self.clock())
 
@@ -328,7 +302,9 @@ class SnapshotsApi:
         }
         try:
             async with self._renewing(created.name, node, task, epoch):
-                done = await self._call(node, "POST", f"/v1/volumes/{created.name}/restore", call)
+                done = await self.agents.call(
+                    node, "POST", f"/v1/volumes/{created.name}/restore", call
+                )
         except BaseException:
             await self._drop(created.name)
             raise
@@ -403,24 +379,3 @@ class SnapshotsApi:
 
         with contextlib.suppress(Exception):
             await self.writer.update(k.volume_key(name), Volume, change)
-
-
-async def _json(response: aiohttp.ClientResponse) -> Any:
-    with contextlib.suppress(ValueError, aiohttp.ClientError):
-        return await response.json(content_type=None)
-    return {}
-
-
-def _agent_error(node: str, status: int, answer: Any) -> Exception:
-    """An agent's error answer as the moorage error the caller gets."""
-    message = answer.get("message", "") if isinstance(answer, dict) else ""
-    message = f"node {node}: {message or status}"
-    if status == 404:
-        return NotFound(message)
-    if status == 409:
-        return Conflict(message)
-    if status == 400:
-        errors = answer.get("errors", []) if isinstance(answer, dict) else []
-        fields = [FieldError(e.get("field", ""), e.get("message", "")) for e in errors]
-        return SpecError(fields or [FieldError("", message)])
-    return Unavailable(message)

@@ -3,7 +3,8 @@
     POST   /v1/volumes                  create (VolumeCreate body); 409 if the name is taken
     GET    /v1/volumes                  list (blocking: ?index)
     GET    /v1/volumes/{name}           one volume (blocking: ?index)
-    DELETE /v1/volumes/{name}           remove a detached volume; 409 naming the holder if not
+    DELETE /v1/volumes/{name}           remove a detached volume and its data (an agent deletes
+                                        the files, then the record goes); 409 naming the holder
     POST   /v1/volumes/{name}/claim     agent: {node, task[, lease_ttl, size_enforced]} → attachment,
                                         epoch+1
     POST   /v1/volumes/{name}/renew     agent: {node, task, epoch[, lease_ttl, size_enforced]} →
@@ -17,27 +18,39 @@ guarded by the join token.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from moorage.model import Conflict, FieldError, NotFound, SpecError, validate_body
+from moorage.model import (
+    Conflict,
+    FieldError,
+    MoorageError,
+    NotFound,
+    SpecError,
+    Unavailable,
+    validate_body,
+)
 from moorage.model.volume import (
     GrantBody,
     Volume,
     VolumeCreate,
-    check_deletable,
     claim,
+    mark_deleting,
     new_volume,
     release,
+    removal_node,
     renew,
+    unmark_deleting,
     with_size_enforced,
 )
 from moorage.state import StateCache, StateWriter, Topic
 from moorage.state import keys as k
 from moorage.state.writer import new_event
 
+from .agents import AgentLost, AgentRelay
 from .api import respond, table
 from .blocking import block
 from .errors import read_json
@@ -50,6 +63,8 @@ class VolumesApi:
         self.writer = writer
         self.clock = clock
         self.guard: JoinGuard | None = None  # set by the server: the grant routes are agents'
+        self.agents: AgentRelay | None = None  # set by the server: rm has an agent delete data
+        self._removing: set[str] = set()  # names this server is removing now
 
     def _agent_only(self, request: web.Request) -> None:
         if self.guard is not None:
@@ -111,28 +126,82 @@ class VolumesApi:
     @table.add(
         "DELETE",
         "/v1/volumes/{name}",
-        "Delete a detached volume (409 while a task holds it)",
+        "Delete a detached volume and its data (409 while a task holds it, 503 when no agent "
+        "can remove the data)",
         tags=("volumes",),
     )
     async def volume_delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        now = self.clock()
-        users = self.users(name)
+        if name in self._removing:
+            raise Conflict(f"volume {name} is being removed already")
+        self._removing.add(name)
+        try:
+            node = await self._remove(name)
+        finally:
+            self._removing.discard(name)
+        return respond({"deleted": name, "node": node})
+
+    async def _remove(self, name: str) -> str | None:
+        """deleting (no claim gets past it) ─▶ an agent deletes the files ─▶ the record goes.
+        An agent that did nothing puts the volume back as it was; one that may have acted
+        leaves it `deleting`, for the next `rm` to finish."""
+        current = self._deletable(name, self.cache.volumes.get(name), self.users(name))
+        node = removal_node(current, list(self.cache.nodes.values()))
+        await self._mark(name)
+        try:
+            if node is not None:
+                await self._agents().call(
+                    node, "DELETE", f"/v1/volumes/{name}", params={"driver": current.driver}
+                )
+        except AgentLost as exc:
+            raise Unavailable(
+                f"{exc.message}; volume {name} stays `deleting` (no task can attach it): run "
+                f"`moorage volume rm {name}` again to finish"
+            ) from None
+        except MoorageError:
+            await self._set(name, unmark_deleting)
+            raise
+        where = f", its data removed by node {node}" if node else ""
+        event = new_event("volume.deleted", f"volume {name} deleted{where}", now=self.clock())
 
         def change(current: Volume | None) -> tuple[None, list[Any]]:
-            if current is None:
-                raise NotFound(f"no volume named {name!r}")
-            check_deletable(current, now)
-            if users:
-                raise Conflict(
-                    f"volume {name} is used by service {', '.join(users)}: its next task would "
-                    f"wait for the volume forever; stop the service first (moorage stop "
-                    f"{users[0]})"
-                )
-            return None, [new_event("volume.deleted", f"volume {name} deleted", now=now)]
+            return None, [event] if current is not None else []
 
         await self.writer.update(k.volume_key(name), Volume, change)
-        return respond({"deleted": name})
+        return node
+
+    def _deletable(self, name: str, current: Volume | None, users: list[str]) -> Volume:
+        """The volume marked `deleting`; NotFound, or Conflict while a task or service uses it."""
+        if current is None:
+            raise NotFound(f"no volume named {name!r}")
+        marked = mark_deleting(current, self.clock())
+        if users:
+            raise Conflict(
+                f"volume {name} is used by service {', '.join(users)}: its next task would "
+                f"wait for the volume forever; stop the service first (moorage stop "
+                f"{users[0]})"
+            )
+        return marked
+
+    async def _mark(self, name: str) -> None:
+        users = self.users(name)
+
+        def change(current: Volume | None) -> tuple[Volume, list[Any]]:
+            return self._deletable(name, current, users), []
+
+        await self.writer.update(k.volume_key(name), Volume, change)
+
+    async def _set(self, name: str, step: Callable[[Volume], Volume]) -> None:
+        def change(current: Volume | None) -> tuple[Volume | None, list[Any]]:
+            return (step(current) if current is not None else None), []
+
+        with contextlib.suppress(MoorageError):
+            await self.writer.update(k.volume_key(name), Volume, change)
+
+    def _agents(self) -> AgentRelay:
+        if self.agents is None:
+            raise Unavailable("this server cannot call agents (no relay configured)")
+        return self.agents
 
     def users(self, name: str) -> list[str]:
         """The active services whose current revision claims volume `name`."""

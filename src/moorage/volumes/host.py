@@ -6,6 +6,8 @@
     provision() mkdir the directory; or create the image sparse, format it only when it carries
                 no filesystem yet (superblock magic, then `blkid -p`), and loop-mount it
     unmount()   `umount`; `umount -l` when the mount is still busy (call it once the task is dead)
+    remove()    a volume's files for good: unmount here, move the folder aside in one rename (a
+                crash leaves the whole volume or none of it), delete it
 
 Everything here blocks (subprocesses, disk): the agent runs it in a thread.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -150,6 +153,27 @@ def remove_tree(path: Path) -> None:
         if point == path or path in point.parents:
             unmount(point)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove(folder: Path, mountpoint: Path, trash: Path) -> bool:
+    """Delete volume `folder` (its `data/` or `disk.img`), unmounting its image at this node's
+    `mountpoint` first; whether there was anything. Raises VolumeError, having removed
+    nothing, when the image cannot be unmounted or the folder cannot be moved aside."""
+    unmount(mountpoint)
+    with contextlib.suppress(OSError):
+        mountpoint.rmdir()
+    for leftover in trash.iterdir() if trash.is_dir() else ():
+        remove_tree(leftover)  # an earlier removal interrupted after its rename
+    if not folder.exists():
+        return False
+    aside = trash / f"{folder.name}-{secrets.token_hex(4)}"
+    try:
+        trash.mkdir(exist_ok=True)
+        folder.rename(aside)
+    except OSError as exc:
+        raise VolumeError(f"cannot remove {folder}: {exc.strerror}") from None
+    remove_tree(aside)
+    return True
 
 
 def _run(command: list[str]) -> None:

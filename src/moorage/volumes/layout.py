@@ -3,6 +3,8 @@
     <root>/<name>/data/          a plain directory volume (no size, or no root to mount images)
     <root>/<name>/disk.img       a size-enforced volume: a sparse ext4 image, formatted once
     <root>/.snapshots/<name>/    the volume's snapshots (written by the snapshot code)
+    <root>/.trash/<name>-<hex>/  a removed volume's folder, moved aside in one rename, then
+                                 deleted (what a crash leaves there is swept by the next removal)
 
     <root> = volume_root(driver):
         shared   the agent's --shared-volume-root: one directory every node of the cluster
@@ -29,6 +31,7 @@ Driver = Literal["local", "shared"]
 DATA = "data"
 IMAGE = "disk.img"
 SNAPSHOTS = ".snapshots"
+TRASH = ".trash"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class Layout:
     def snapshots_dir(self, driver: Driver, name: str) -> Path:
         """`<root>/.snapshots/<name>/`: beside the volumes, never inside one."""
         return self.volume_root(driver) / SNAPSHOTS / name
+
+    def trash_dir(self, driver: Driver) -> Path:
+        """Where removed volumes go, beside the volumes (a name never starts with a dot)."""
+        return self.volume_root(driver) / TRASH
 
     def mountpoint(self, name: str) -> Path:
         """Where this node mounts the volume's image (one mountpoint per volume and node)."""

@@ -218,6 +218,39 @@ def test_compose_build_and_bind_mounts_are_refused(tmp_path: Path) -> None:
     }
 
 
+def test_compose_read_only_mounts_stay_read_only(tmp_path: Path) -> None:
+    text = """
+services:
+  app:
+    image: x
+    volumes:
+      - "conf:/etc/app:ro"
+      - "data:/data:rw"
+      - "cache:/cache"
+      - {type: volume, source: seed, target: /seed, read_only: true}
+      - {type: volume, source: logs, target: /logs, read_only: false, volume: {nocopy: true}}
+      - "spool:/spool:ro,z"
+"""
+    [spec], _, warnings = from_compose(text, tmp_path)
+    mounts = [(m.volume, m.path, m.read_only) for m in spec.containers[0].mounts]
+    assert mounts == [
+        ("conf", "/etc/app", True),
+        ("data", "/data", False),
+        ("cache", "/cache", False),
+        ("seed", "/seed", True),
+        ("logs", "/logs", False),
+        ("spool", "/spool", True),
+    ]
+    assert set(spec.volumes) == {"conf", "data", "cache", "seed", "logs", "spool"}
+    messages = {(w.field, w.message) for w in warnings}
+    assert ("services.app.volumes[4].volume", "not supported, ignored") in messages
+    assert ("services.app.volumes[5]", "mount option 'z' is not supported, ignored") in messages
+    bind = "services:\n  app:\n    image: x\n    volumes: [{type: bind, source: /s, target: /t}]\n"
+    with pytest.raises(SpecError) as caught:
+        from_compose(bind, tmp_path)
+    assert [e.field for e in caught.value.errors] == ["services.app.volumes[0]"]
+
+
 def test_compose_dependency_cycle_is_refused(tmp_path: Path) -> None:
     text = "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: y, depends_on: [a]}\n"
     with pytest.raises(SpecError, match="cycle"):

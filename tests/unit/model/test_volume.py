@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moorage.model import Conflict, SpecError, validate_body
+from moorage.model import Conflict, Node, NodeStatus, SpecError, Unavailable, validate_body
 from moorage.model.volume import (
     GRACE,
     Access,
@@ -14,9 +14,12 @@ from moorage.model.volume import (
     check_deletable,
     claim,
     holders,
+    mark_deleting,
     new_volume,
     release,
+    removal_node,
     renew,
+    unmark_deleting,
 )
 
 
@@ -91,6 +94,39 @@ def test_delete_is_refused_while_attached_naming_the_holder() -> None:
     assert holders(volume, 200.0) == []
 
 
+def test_rm_marks_the_volume_deleting_and_no_claim_gets_past_it() -> None:
+    held = claim(shared(), "n1", "t1", now=100.0, ttl=10.0)
+    with pytest.raises(Conflict, match="attached to task t1 on node n1"):
+        mark_deleting(held, now=105.0)
+    marked = mark_deleting(held, now=200.0)  # the lease ran out long ago
+    assert (marked.state, marked.attachments, marked.epoch) == ("deleting", [], 1)
+    with pytest.raises(Conflict, match="being deleted"):
+        claim(marked, "n2", "t2", now=201.0)
+    assert mark_deleting(marked, now=300.0) == marked  # an interrupted rm is finished later
+    back = unmark_deleting(marked)
+    assert (back.state, claim(back, "n2", "t2", now=301.0).epoch) == ("detached", 2)
+    assert unmark_deleting(held) is held
+
+
+def node(name: str, status: NodeStatus = NodeStatus.READY, addr: bool = True) -> Node:
+    agent = f"{name}:7071" if addr else ""
+    return Node(name=name, cpu=1024, memory=1024, agent_addr=agent, status=status)
+
+
+def test_the_data_of_a_removed_volume_is_deleted_by_its_node_or_any_reachable_one() -> None:
+    nodes = [node("n3"), node("n2", NodeStatus.DOWN), node("n1", addr=False)]
+    assert removal_node(shared(), nodes) == "n3"  # every node sees the shared root
+    with pytest.raises(Unavailable, match="every agent is down"):
+        removal_node(shared(), nodes[1:])
+    local = new_volume(VolumeCreate(name="db", driver="local", node="n3"), now=0.0)
+    assert removal_node(local, nodes) == "n3"
+    on_down = local.model_copy(update={"node": "n2"})
+    with pytest.raises(Unavailable, match=r"node n2 of local volume db is down.*kept as it was"):
+        removal_node(on_down, nodes)
+    never_used = Volume(name="pg", driver="local", autoprovision=True)
+    assert removal_node(never_used, []) is None  # no node yet: no data anywhere
+
+
 def test_a_local_volume_is_claimed_only_on_its_node() -> None:
     local = new_volume(VolumeCreate(name="db", driver="local", node="n1", size=1024), now=0.0)
     with pytest.raises(Conflict, match="local to node n1"):
@@ -118,6 +154,10 @@ def test_create_bodies_name_the_bad_field() -> None:
     assert [e.field for e in node.value.errors] == ["node"]
     body = validate_body(VolumeCreate, {"name": "x", "driver": "shared"})
     assert (body.scope, body.access, body.autoprovision) == ("shared", "single-writer", False)
+    with pytest.raises(SpecError) as task:
+        validate_body(VolumeCreate, {"name": "x", "driver": "shared", "scope": "task"})
+    [error] = task.value.errors
+    assert error.field == "scope" and "declare it in the spec" in error.message
 
 
 def test_grant_bodies_keep_the_lease_at_least_a_second() -> None:

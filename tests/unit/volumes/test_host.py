@@ -119,3 +119,32 @@ def test_busy_mount_is_unmounted_lazily_and_remove_tree_unmounts(tmp_path: Path)
     host.provision(image, 8)
     host.remove_tree(tmp_path)
     assert not host.mounted(image.mountpoint) and not tmp_path.exists()
+
+
+def test_remove_moves_the_folder_aside_then_deletes_it(tmp_path: Path) -> None:
+    folder, trash = tmp_path / "root" / "vol", tmp_path / "root" / ".trash"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "old").write_text("old data")
+    leftover = trash / "other-0123abcd"  # a removal interrupted after its rename
+    leftover.mkdir(parents=True)
+    assert host.remove(folder, tmp_path / "mnt", trash) is True
+    assert not folder.exists() and list(trash.iterdir()) == []
+    assert host.remove(folder, tmp_path / "mnt", trash) is False  # idempotent
+    again = storage(tmp_path / "root", None, mountable=False)
+    assert again.kind == "directory"
+
+
+@needs_root
+def test_remove_unmounts_the_image_and_a_new_volume_gets_its_new_size(tmp_path: Path) -> None:
+    image = storage(tmp_path, 8, mountable=True)
+    host.provision(image, 8)
+    (image.mountpoint / "old").write_text("old data")
+    assert host.remove(tmp_path / "vol", image.mountpoint, tmp_path / ".trash") is True
+    assert not host.mounted(image.mountpoint) and not image.image.exists()
+    bigger = storage(tmp_path, 16, mountable=True)
+    try:
+        host.provision(bigger, 16)
+        assert bigger.image.stat().st_size == 16 * host.MIB
+        assert not (bigger.mountpoint / "old").exists()
+    finally:
+        host.unmount(bigger.mountpoint)
