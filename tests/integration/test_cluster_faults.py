@@ -133,11 +133,15 @@ def test_spot_preferred_fills_spot_nodes_first_and_on_demand_only_never_lands_on
 
         # On-demand full: web never takes the room left on spot (10 places there)...
         cluster.cli("scale", "web", "9")
-        wait_for(
-            lambda: [t for t in cluster.tasks("web") if t["status"] == "pending"],
-            15,
-            what="one web task pending",
-        )
+
+        # Placement is not instant: wait for 8 running and the ninth refused with its reason.
+        def settled() -> list[dict[str, Any]]:
+            tasks = cluster.tasks("web")
+            pending = [t for t in tasks if t["status"] == "pending" and "excluded" in t["message"]]
+            running = [t for t in tasks if t["status"] == "running"]
+            return pending if len(running) == 8 else []
+
+        wait_for(settled, 30, what="8 web tasks running and one pending")
         assert per_node(cluster.running("web")) == {"od1": 8}
         [pending] = [t for t in cluster.tasks("web") if t["status"] == "pending"]
         assert "2 excluded by lifecycle != spot" in pending["message"], pending

@@ -96,9 +96,12 @@ def scraped_up(url: str) -> dict[str, Any]:
 
     def up() -> dict[str, Any] | None:
         try:
-            body = httpx.get(f"{url}/api/v1/targets", timeout=2).json()
+            answer = httpx.get(f"{url}/api/v1/targets", timeout=2)
         except httpx.HTTPError:
             return None
+        if answer.status_code != 200:  # 503 while Prometheus starts
+            return None
+        body = answer.json()
         active = body["data"]["activeTargets"]
         return active[0] if active and active[0]["health"] == "up" else None
 
