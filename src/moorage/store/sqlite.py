@@ -12,8 +12,9 @@ being written queue, then commit together in one `BEGIN IMMEDIATE … COMMIT` wi
 writes nothing; an engine error rolls the whole batch back); none is acknowledged before its
 batch is on disk, so an acknowledged write survives a crash. Watchers are woken in-process
 after each commit; one that is caught up reads the batch's events from memory (the newest
-RECENT are kept), one that lags reads history rows in batches: a slow watcher never blocks
-writers, and one that falls below the compaction point gets `Compacted`.
+RECENT are kept, from batches of at most RECENT_BATCH events), one that lags (or follows a
+bulk batch) reads history rows in batches: a slow watcher never blocks writers, and one that
+falls below the compaction point gets `Compacted`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ WATCH_BATCH = 1000
 # most RECENT events and RECENT_BYTES of values (each trimmed back to that at twice as much).
 RECENT = 20_000
 RECENT_BYTES = 16 << 20
+# A batch's events are read back and kept in memory only up to this many: that saves the many
+# small commits of a busy API a trip to the SQLite thread each, while a bulk write (thousands
+# of tasks placed at once) is read from history once, by the watchers, instead of twice.
+RECENT_BATCH = 1_000
 
 Row = tuple[int, int, WatchEvent]  # (revision, index in the revision, event)
 Written = tuple[int, int, list[Row] | None]  # a batch's first and last revision, its events
@@ -293,9 +298,9 @@ class SqliteStore:
                 rows = conn.execute(
                     "SELECT rev, idx, key, type, value, create_rev, version, lease FROM history "
                     "WHERE rev > ? AND rev <= ? ORDER BY rev, idx LIMIT ?",
-                    (before, after, RECENT + 1),
+                    (before, after, RECENT_BATCH + 1),
                 ).fetchall()
-                keep = len(rows) <= RECENT and sum(len(r[4]) for r in rows) <= RECENT_BYTES
+                keep = len(rows) <= RECENT_BATCH and sum(len(r[4]) for r in rows) <= RECENT_BYTES
                 written = (before + 1, after, _events(rows) if keep else None)
             conn.execute("COMMIT")
         except BaseException:

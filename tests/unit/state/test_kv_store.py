@@ -126,6 +126,27 @@ async def test_a_watcher_that_lags_past_memory_reads_the_rest_from_disk(
         await store.close()
 
 
+async def test_a_bulk_batch_is_read_from_disk_and_the_next_small_one_from_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("moorage.store.sqlite.RECENT_BATCH", 10)
+    store = await SqliteStore.open(tmp_path / "s.db")
+    try:
+        await store.txn([], [Put("/k/first", b"0")])
+        watcher = store.watch("/k/", 1)
+        assert (await anext(watcher)).kv.key == "/k/first"
+        await store.txn([], [Put(f"/k/bulk-{i:02d}", b"b") for i in range(25)])
+        assert store._recent == []  # 25 events: not kept, the watcher goes to the disk
+        await store.txn([], [Put("/k/small", b"s")])
+        assert [row[2].kv.key for row in store._recent] == ["/k/small"]
+        seen = [await anext(watcher) for _ in range(26)]
+        assert [e.kv.key for e in seen] == [f"/k/bulk-{i:02d}" for i in range(25)] + ["/k/small"]
+        assert [e.kv.mod_revision for e in seen] == [2] * 25 + [3]
+        await watcher.aclose()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
 async def test_a_lease_expiry_between_batches_reaches_memory_watchers(tmp_path: Path) -> None:
     store = await SqliteStore.open(tmp_path / "s.db", lease_check_interval=0.02)
     try:
