@@ -13,10 +13,12 @@ UDP, dnsperf's defaults otherwise (one client, 100 queries in flight). The serve
 (`--rounds`, alternating, so drift hits both alike). dnsperf's `-v` prints every query's latency:
 the p99 comes from those. Prints one JSON line per figure: dns_qps and dns_p99_ms for each
 server; moorage's lines carry dnsmasq as their peer, the ratio and the goal (qps at least dnsmasq's,
-p99 ≤ 2 ms).
+p99 ≤ 2 ms). The p99 is given twice: at saturation (`load: saturated`, where it is mostly the
+queue of 100 queries in flight) and at a fixed offered load below both servers' capacity
+(`load: "20000 qps"`, dnsperf `-Q`), where it is the server's own latency.
 
-Run: `python benchmarks/dns.py [--seconds 20] [--rounds 2]` (seconds per server, all rounds
-together). Needs dnsperf, dnsmasq and dig (Debian: dnsperf, dnsmasq-base, dnsutils).
+Run: `python benchmarks/dns.py [--seconds 20] [--rounds 2] [--paced-qps 20000]
+[--paced-seconds 10]` (seconds per server, all rounds together). Needs dnsperf, dnsmasq and dig (Debian: dnsperf, dnsmasq-base, dnsutils).
 """
 
 from __future__ import annotations
@@ -127,13 +129,17 @@ class Dnsmasq:
         self.proc.wait(10)
 
 
-def dnsperf(port: int, queries: Path, seconds: float, out: Path) -> dict[str, Any]:
-    """One dnsperf run: completed, lost, duration, rcodes, and the latency histogram."""
+def dnsperf(
+    port: int, queries: Path, seconds: float, out: Path, rate: int | None = None
+) -> dict[str, Any]:
+    """One dnsperf run (at most `rate` queries/s when given): completed, lost, duration,
+    rcodes, and the latency histogram."""
     with out.open("wb") as f:
         subprocess.run(
             [
                 *("dnsperf", "-s", "127.0.0.1", "-p", str(port)),
                 *("-d", str(queries), "-l", str(seconds), "-v"),
+                *(("-Q", str(rate)) if rate else ()),
             ],
             stdout=f,
             stderr=subprocess.STDOUT,
@@ -172,6 +178,15 @@ def percentile(histogram: dict[int, int], q: float) -> float:
     return 0.0
 
 
+def merged(results: list[dict[str, Any]]) -> dict[int, int]:
+    """One latency histogram of several runs."""
+    histogram: dict[int, int] = {}
+    for result in results:
+        for bucket, count in result["histogram"].items():
+            histogram[bucket] = histogram.get(bucket, 0) + count
+    return histogram
+
+
 def cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
@@ -181,6 +196,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="per server, all rounds")
     parser.add_argument("--rounds", type=int, default=2, help="turns per server (alternating)")
+    parser.add_argument(
+        "--paced-qps", type=int, default=20_000, help="offered load of the paced phase (0: none)"
+    )
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="per server")
     args = parser.parse_args()
     for tool in ("dnsperf", "dig"):
         if shutil.which(tool) is None:
@@ -216,6 +235,7 @@ def main() -> None:
                 servers = {"dnsmasq": (dnsmasq.port, dnsmasq.proc.pid), "moorage": (port, 0)}
                 servers["moorage"] = (port, cluster.server.pid)
                 runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+                paced: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
                 cpu = dict.fromkeys(servers, 0.0)
                 for _ in range(args.rounds):
                     for name, (server_port, pid) in servers.items():
@@ -225,15 +245,18 @@ def main() -> None:
                         )
                         cpu[name] += cpu_seconds(pid) - before
                         time.sleep(0.5)
+                        if args.paced_qps:
+                            seconds = args.paced_seconds / args.rounds
+                            paced[name].append(
+                                dnsperf(server_port, queries, seconds, root / "v", args.paced_qps)
+                            )
+                            time.sleep(0.5)
             finally:
                 dnsmasq.close()
 
     figures: dict[str, dict[str, Any]] = {}
     for name, results in runs.items():
-        histogram: dict[int, int] = {}
-        for result in results:
-            for bucket, count in result["histogram"].items():
-                histogram[bucket] = histogram.get(bucket, 0) + count
+        histogram = merged(results)
         completed = sum(r["completed"] for r in results)
         seconds = sum(r["seconds"] for r in results)
         rcodes: dict[str, int] = {}
@@ -255,6 +278,7 @@ def main() -> None:
         "queries": "A+SRV",
         "transport": "udp",
         "rounds": args.rounds,
+        "load": "saturated",
     }
     peer = figures["dnsmasq"]
     for name in ("dnsmasq", "moorage"):
@@ -280,6 +304,28 @@ def main() -> None:
             }
         emit("dns_qps", fig["qps"], "qps", {**params, "server": name}, **qps_extra)
         emit("dns_p99_ms", fig["p99_ms"], "ms", {**params, "server": name}, **p99_extra)
+    if not args.paced_qps:
+        return
+    # The same queries at a fixed offered load, below both servers' capacity: latency that is
+    # the server's own, not the queue dnsperf's 100 queries in flight build at saturation.
+    at = {name: merged(results) for name, results in paced.items()}
+    for name in ("dnsmasq", "moorage"):
+        histogram = at[name]
+        extra: dict[str, Any] = {
+            "p50_ms": percentile(histogram, 0.50),
+            "qps": round(sum(r["completed"] for r in paced[name]) / args.paced_seconds, 1),
+            "lost": sum(r["lost"] for r in paced[name]),
+        }
+        if name == "moorage":
+            theirs = percentile(at["dnsmasq"], 0.99)
+            extra |= {
+                "peer": {"name": "dnsmasq", "value": theirs},
+                "ratio": round(percentile(histogram, 0.99) / theirs, 2) if theirs else None,
+                "goal": {"max": GOALS["p99_ms"]},
+            }
+        load = {"load": f"{args.paced_qps} qps"}
+        line = {**params, **load, "server": name}
+        emit("dns_p99_ms", percentile(histogram, 0.99), "ms", line, **extra)
 
 
 if __name__ == "__main__":
