@@ -6,7 +6,9 @@
 
 Binpack keeps the nodes in one list sorted by free (memory, cpu): the tightest node that fits
 an ask is found by bisection, and it stays the tightest until it is full, so it is filled
-before the next one is tried (identical to choosing the tightest node task by task).
+before the next one is tried (identical to choosing the tightest node task by task). A node
+left with less cpu or memory than the plan's smallest ask leaves the list: full-cpu nodes with
+memory to spare would otherwise sit where every search starts.
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ IndexKey = tuple[int, int, float, str]
 class Work:
     """A copy-on-write overlay of the snapshot: what `place()` has decided so far."""
 
-    def __init__(self, state: ClusterState, seed: int) -> None:
+    def __init__(self, state: ClusterState, seed: int, asks: Sequence[Ask] = ()) -> None:
         self.state = state
+        # The smallest request of the plan: a node with less free cpu or memory than that can
+        # take no task of this plan, so the binpack index leaves it out (instead of every later
+        # search stepping over it: full-cpu nodes with memory left are a long run otherwise).
+        self.min_cpu = min((a.cpu for a in asks), default=0)
+        self.min_mem = min((a.memory for a in asks), default=0)
         self.rng = random.Random(seed)
         self.cpu = dict(state.cpu_used)
         self.mem = dict(state.mem_used)
@@ -141,17 +148,25 @@ class Work:
 
     # ---- the binpack index -----------------------------------------------------------------
     def index(self) -> list[IndexKey]:
+        """Eligible nodes that can still take the plan's smallest ask, by free (memory, cpu)."""
         if self._index is None:
-            self._index = sorted(self._key(n) for n in self.state.nodes.values() if n.eligible)
+            keys = (self._key(n) for n in self.state.nodes.values() if n.eligible)
+            self._index = sorted(key for key in keys if self._usable(key))
         return self._index
 
     def _key(self, node: NodeInfo) -> IndexKey:
         return (self.free_mem(node), self.free_cpu(node), self.tiebreak[node.name], node.name)
 
+    def _usable(self, key: IndexKey) -> bool:
+        return key[0] >= self.min_mem and key[1] >= self.min_cpu
+
     def reindex(self, position: int, node: NodeInfo) -> None:
+        """The node at position took tasks: move it to its new place, or out when spent."""
         index = self.index()
         del index[position]
-        bisect.insort(index, self._key(node))
+        key = self._key(node)
+        if self._usable(key):
+            bisect.insort(index, key)
 
 
 def constraints_ok(node: NodeInfo, ask: Ask) -> bool:
@@ -178,7 +193,7 @@ def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
     cpu-heavy, one memory-heavy) end up sharing nodes instead of each exhausting one resource
     of its own set of nodes.
     """
-    work = Work(state, seed)
+    work = Work(state, seed, asks)
     plan = Plan()
     placed: dict[int, list[Placed]] = {}
     services = Counter(a.service for a in asks)
@@ -251,8 +266,9 @@ def _binpack(work: Work, ask: Ask) -> list[Placed]:
             continue
         for _ in range(min(fit, ask.count - len(placed))):
             placed.append(work.commit(node, ask))
-        work.reindex(position, node)  # it moved below `position`; the next candidate is here
-        if index[position][3] == name:
+        # It moved below `position` (or out, spent): the next candidate is here.
+        work.reindex(position, node)
+        if position < len(index) and index[position][3] == name:
             position += 1
     return placed
 

@@ -31,6 +31,26 @@ def test_binpack_fills_a_node_before_opening_the_next() -> None:
     assert sorted(Counter(s.node for s in plan.placements[0]).values()) == [2, 4]
 
 
+def test_binpack_steps_over_spent_nodes_but_keeps_those_a_smaller_ask_can_use() -> None:
+    # 200 nodes whose cpu is spent (memory left) sit where every search starts; "crumbs" keeps
+    # 40 cpu units and the least memory: too little cpu for "big", enough for one "small".
+    nodes = [NodeInfo(f"spent{i:03d}", 1000, 4096) for i in range(200)]
+    nodes += [NodeInfo("roomy", 1000, 4096), NodeInfo("crumbs", 1000, 4096)]
+    allocs = [Alloc(f"spent{i:03d}", "x", 1000, 2048) for i in range(200)]
+    allocs += [Alloc("roomy", "x", 100, 1024), Alloc("crumbs", "x", 960, 3000)]
+    state = ClusterState.build(nodes, allocs)
+    plan = place(state, [Ask("big", 3, 100, 256), Ask("small", 2, 30, 256)])
+    assert [s.node for s in plan.placements[0]] == ["roomy"] * 3
+    assert [s.node for s in plan.placements[1]] == ["crumbs", "roomy"]  # crumbs: 10 cpu left
+    assert not plan.unplaced
+
+
+def test_binpack_ends_cleanly_when_the_last_node_is_spent() -> None:
+    plan = place(ClusterState.build([NodeInfo("only", 100, 4096)], []), [Ask("w", 3, 50, 64)])
+    assert [s.node for s in plan.placements[0]] == ["only", "only"]
+    assert plan.unplaced[0].count == 1 and "CPU" in plan.unplaced[0].reason
+
+
 def test_spread_balances_over_zones_then_nodes() -> None:
     plan = place(
         ClusterState.build(zone_nodes(), []),
