@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from moorage.testing.cluster import (
     MOORAGE,
     AgentSpec,
@@ -30,6 +32,7 @@ __all__ = [
     "free_port",
     "http_spec",
     "kill_tasks_under",
+    "page",
     "pid_alive",
     "remove_containers",
     "task_processes",
@@ -38,6 +41,16 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[2]
 HTTPSERVER = REPO / "tests" / "fixtures" / "httpserver.py"
+
+
+def page(url: str) -> str | None:
+    """The body of a 200 answer from url, or None (nothing listens yet, an error status):
+    a task is running once its process started; the server in it listens a moment later."""
+    try:
+        answer = httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return answer.text if answer.status_code == 200 else None
 
 
 def http_spec(

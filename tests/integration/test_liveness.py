@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from .cluster import Cluster, http_spec, wait_for
+from .cluster import Cluster, http_spec, page, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -236,22 +236,13 @@ def test_an_agent_given_only_the_server_advertises_and_serves_its_own_ip(
         (task,) = cluster.wait_running("web", 1)
         port = task["ports"]["http"]
         # the task listens on the node's IP (MOORAGE_NODE_IP), reachable from the host
-        wait_for(lambda: _answers(f"http://{ip}:{port}/health"), 15, 0.2, "the task answers")
+        wait_for(lambda: page(f"http://{ip}:{port}/health"), 15, 0.2, "the task answers")
 
         def logs() -> str | None:
             out = cluster.cli("logs", "web").stdout
             return out if f"listening on {port}" in out else None
 
         wait_for(logs, 15, 0.2, "the task's log through the server")
-
-
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_an_agent_given_several_servers_joins_the_one_that_answers(

@@ -10,10 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 
-from .cluster import MOORAGE, Cluster, http_spec, pid_alive, wait_for
+from .cluster import MOORAGE, Cluster, http_spec, page, pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +37,7 @@ def test_three_tasks_come_up_and_answer_on_their_host_ports(cluster: Cluster) ->
 
 
 def _get(port: int, path: str = "/") -> str | None:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).text
-    except httpx.HTTPError:
-        return None
+    return page(f"http://127.0.0.1:{port}{path}")
 
 
 def test_kill9_of_a_task_is_restarted_within_2s_and_counted(cluster: Cluster) -> None:

@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from .cluster import Cluster, http_spec, task_processes, wait_for
+from .cluster import Cluster, http_spec, page, task_processes, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,8 @@ def test_each_agent_has_its_own_namespace_and_ip_and_everything_is_removed_after
         cluster.deploy(http_spec(count=2, extra="placement: {strategy: spread}"))
         for task in cluster.wait_running("web", 2):
             url = f"http://{cluster.addresses[task['node']]}:{task['ports']['http']}/"
-            assert f"task={task['id']}" in httpx.get(url, timeout=5).text
+            # running: its process started; the server in it listens a moment later
+            assert f"task={task['id']}" in wait_for(lambda u=url: page(u), 10, 0.1, url)
         [task_n1] = [t for t in cluster.running("web") if t["node"] == "n1"]
         url_n1 = f"http://{cluster.addresses['n1']}:{task_n1['ports']['http']}/"
 
