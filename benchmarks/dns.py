@@ -201,6 +201,10 @@ def main() -> None:
     )
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="per server")
     args = parser.parse_args()
+    if args.paced_qps < 0:
+        parser.error("--paced-qps: must be 0 (no paced phase) or a positive rate")
+    if args.paced_qps and args.paced_seconds <= 0:
+        parser.error("--paced-seconds: must be greater than 0")
     for tool in ("dnsperf", "dig"):
         if shutil.which(tool) is None:
             raise SystemExit(f"benchmarks/dns.py needs {tool} (Debian: dnsperf, dnsutils)")
