@@ -18,7 +18,8 @@ queue of 100 queries in flight) and at a fixed offered load below both servers' 
 (`load: "20000 qps"`, dnsperf `-Q`), where it is the server's own latency.
 
 Run: `python benchmarks/dns.py [--seconds 20] [--rounds 2] [--paced-qps 20000]
-[--paced-seconds 10]` (seconds per server, all rounds together). Needs dnsperf, dnsmasq and dig (Debian: dnsperf, dnsmasq-base, dnsutils).
+[--paced-seconds 10]` (seconds per server, all rounds together; `--paced-qps 0` skips the
+paced phase). Needs dnsperf, dnsmasq and dig (Debian: dnsperf, dnsmasq-base, dnsutils).
 """
 
 from __future__ import annotations
@@ -317,7 +318,10 @@ def main() -> None:
         histogram = at[name]
         extra: dict[str, Any] = {
             "p50_ms": percentile(histogram, 0.50),
-            "qps": round(sum(r["completed"] for r in paced[name]) / args.paced_seconds, 1),
+            "qps": round(
+                sum(r["completed"] for r in paced[name]) / sum(r["seconds"] for r in paced[name]),
+                1,
+            ),
             "lost": sum(r["lost"] for r in paced[name]),
         }
         if name == "moorage":
