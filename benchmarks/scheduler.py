@@ -26,7 +26,7 @@ from pathlib import Path
 
 from moorage.model import Constraint, PortSpec, Task, TaskStatus
 from moorage.scheduler import Ask, ClusterState, NodeInfo, place
-from moorage.state import keys as k
+from moorage.state import kinds
 from moorage.store import Put
 from moorage.store.sqlite import SqliteStore
 
@@ -123,7 +123,7 @@ def encode_chunk(asks: list[Ask], plan_placements: dict[int, list], now: float) 
                     "updated_at": now,
                 }
             )
-            puts.append(Put(k.task_key(task.id), task.model_dump_json().encode()))
+            puts.append(Put(kinds.TASK.key(task.id), task.model_dump_json().encode()))
     return puts
 
 
@@ -172,7 +172,7 @@ async def run_one(tasks: int, nodes_count: int, data_dir: Path, seed: int) -> di
             await pending
             wait += time.perf_counter() - t3
         elapsed = time.perf_counter() - start
-        kvs, _ = await store.range(k.prefix(k.Kind.TASK))
+        kvs, _ = await store.range(kinds.TASK.prefix)
         committed = len(kvs)
     finally:
         await store.close()

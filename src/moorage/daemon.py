@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from moorage.agent.agent import Agent
+from moorage.agent.config import AgentConfig
 from moorage.model import Unavailable
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Agent",
+    "AgentConfig",
     "DevConfig",
     "DnsConfig",
     "ServerConfig",
@@ -199,13 +201,15 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
     try:
         await _first(server_task, server_ready)
         agent = Agent(
-            server_url=server.url,
-            name=config.node_name,
-            data_dir=config.data_dir / "agent",
-            http_addr=config.agent_addr,
-            attrs=config.attrs,
-            token=server.token_path.read_text().strip(),
-            metrics_interval=config.metrics_interval,
+            AgentConfig(
+                servers=(server.url,),
+                name=config.node_name,
+                data_dir=config.data_dir / "agent",
+                http_addr=config.agent_addr,
+                attrs=config.attrs,
+                token=server.token_path.read_text().strip(),
+                metrics_interval=config.metrics_interval,
+            )
         )
         agent_task = asyncio.create_task(
             agent.run(agent_ready, stop_tasks_on_exit=True), name="agent"

@@ -87,7 +87,14 @@ def test_acls_deny_by_default_and_grant_by_policy(acl_cluster: Cluster) -> None:
     refused = as_reader.post(
         "/v1/services", content=spec.encode(), headers={"Content-Type": "application/yaml"}
     )
-    assert refused.status_code == 403 and "service:web write" in refused.json()["message"]
+    # a token that may write no service at all is refused before its specs are read
+    assert refused.status_code == 403 and "may write no service" in refused.json()["message"]
+    # one that may write another service is refused once the spec names the service
+    api_deployer = as_token(cluster, create_token(cluster, "api-deployer", "service:api=write"))
+    not_web = api_deployer.post(
+        "/v1/services", content=spec.encode(), headers={"Content-Type": "application/yaml"}
+    )
+    assert not_web.status_code == 403 and "service:web write" in not_web.json()["message"]
     cluster.deploy(spec)
     cluster.wait_running("web", 1)
 

@@ -107,7 +107,7 @@ def test_agent_pauses_a_running_writer_for_a_consistent_copy(tmp_path: Path, mod
             "process", "t1", "app", {"pid": writer.pid, "cgroup": str(cgroup or "")}
         )
         runner = SimpleNamespace(active=True, handles=[handle])
-        agent = SimpleNamespace(runners={"t1": runner}, drivers={})
+        agent = SimpleNamespace(runners={"t1": runner}, docker=None)
         snapshot_id = new_snapshot_id()
         body = TakeBody(id=snapshot_id, driver="shared", writer="t1")
         taken = asyncio.run(take_snapshot(agent, layout, "data", body))  # type: ignore[arg-type]
@@ -137,7 +137,7 @@ def test_agent_snapshots_a_detached_volume_and_an_empty_one(tmp_path: Path) -> N
     folder = layout.data_path("local", "db")
     folder.mkdir(parents=True)
     (folder / "table").write_bytes(b"rows\n" * 100)
-    agent = SimpleNamespace(runners={}, drivers={})
+    agent = SimpleNamespace(runners={}, docker=None)
     first = TakeBody(id=new_snapshot_id(), driver="local")
     taken = asyncio.run(take_snapshot(agent, layout, "db", first))  # type: ignore[arg-type]
     assert (taken["consistency"], taken["task"], taken["files"]) == ("detached", None, 1)

@@ -18,11 +18,8 @@ when its generation is newer than what runs, and stops what is no longer wanted.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -36,97 +33,74 @@ from moorage.drivers.docker import DockerDriver
 from moorage.drivers.errors import DriverError
 from moorage.drivers.process import ProcessDriver
 from moorage.model import Desired, Node, Task, TaskDefinition, TaskStatus, Unavailable
-from moorage.model.volume import DEFAULT_LEASE
+from moorage.model.messages import TaskReport
 from moorage.volumes import Layout
 
 from .client import ServerClient, ServerError
+from .config import AgentConfig
 from .handles import HandleStore, SavedTask
 from .http import build_app
-from .metrics import DEFAULT_BUFFER_BYTES, DEFAULT_INTERVAL, AgentMetrics, disk_paths
+from .metrics import AgentMetrics, disk_paths
 from .pause import thaw_leftovers
 from .registrations import RegistrationChecks
 from .resources import machine_cpu, machine_memory
 from .runner import TaskRunner, task_env
+from .userevents import WATCH_WAIT, UserEventHandlers
 from .volumes import NodeMounts, TaskVolumes, discard_task_volumes
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 1.5  # until the server says otherwise (it scales with the cluster)
 TTL = 5.0  # the node's heartbeat TTL, until the server says otherwise
-WATCH_WAIT = 30.0
 FENCE_TICK = 0.25
-EVENT_HANDLER_TIMEOUT = 60.0
 
 
 class Agent:
-    def __init__(
-        self,
-        *,
-        server_url: str | list[str],
-        name: str,
-        data_dir: Path,
-        http_addr: tuple[str, int],
-        attrs: dict[str, str],
-        advertise_address: str = "127.0.0.1",
-        token: str | None = None,
-        cpu: int | None = None,
-        memory: int | None = None,
-        event_handlers: dict[str, str] | None = None,
-        shared_volume_root: Path | None = None,
-        volume_lease: float = DEFAULT_LEASE,
-        metrics_interval: float = DEFAULT_INTERVAL,
-        metrics_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        script_checks: bool = False,
-    ) -> None:
-        self.server_urls = [server_url] if isinstance(server_url, str) else list(server_url)
-        self.name = name
-        self.data_dir = data_dir
-        self.http_addr = http_addr
-        self.attrs = attrs
-        self.advertise = advertise_address
-        self.token = token
-        self.cpu = cpu or machine_cpu()
-        self.memory = memory or machine_memory()
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.data_dir = config.data_dir
+        self.token = config.token
+        self.cpu = config.cpu or machine_cpu()
+        self.memory = config.memory or machine_memory()
         self.process_driver = ProcessDriver()
         self.drivers: dict[str, Driver] = {"process": self.process_driver}
-        self.handles = HandleStore(data_dir)
+        self.docker_driver: DockerDriver | None = None  # when this node runs Docker
+        self.handles = HandleStore(config.data_dir)
         self.runners: dict[str, TaskRunner] = {}
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self._recovered: dict[str, SavedTask] = {}
         self.client: ServerClient | None = None
         self.ttl = TTL
-        self.event_handlers = dict(event_handlers or {})
-        # Command (`Args`) checks of services registered through the API run commands on this
-        # machine: off unless asked for, as Consul's enable_script_checks.
-        self.script_checks = script_checks
         self.fenced = False  # True while cut off from every server beyond the TTL
         # Shared volumes live under one directory every node mounts (default: beside the
         # agent's data dir, as `moorage dev` has it).
-        self.volume_layout = Layout(
-            data_dir, shared_volume_root or data_dir.parent / "shared-volumes"
-        )
-        self.volume_lease = volume_lease
+        shared_root = config.shared_volume_root or config.data_dir.parent / "shared-volumes"
+        self.volume_layout = Layout(config.data_dir, shared_root)
         self.node_mounts = NodeMounts()
-        self.metrics_interval = metrics_interval  # 0: no metrics collection
-        self.metrics_buffer_bytes = metrics_buffer_bytes
+
+    @property
+    def docker(self) -> Any | None:
+        """The Docker Engine client (aiodocker) when this node runs Docker, else None."""
+        return self.docker_driver.docker if self.docker_driver is not None else None
 
     def reachable_at(self) -> str:
         """HOST:PORT where the servers reach this agent's HTTP port: the listen address, or the
         advertised one when it listens on every interface (an IPv6 host in brackets)."""
-        host, port = self.http_addr
+        host, port = self.config.http_addr
         if host in ("0.0.0.0", "::", ""):
-            host = self.advertise
+            host = self.config.advertise_address
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def node(self) -> Node:
         cgroups = self.process_driver.cgroups
         return Node(
             name=self.name,
-            address=self.advertise,
+            address=self.config.advertise_address,
             agent_addr=self.reachable_at(),
             cpu=self.cpu,
             memory=self.memory,
-            attrs=self.attrs,
+            attrs=self.config.attrs,
             drivers=sorted(self.drivers),
             cgroups=cgroups,
         )
@@ -141,34 +115,34 @@ class Agent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         docker = DockerDriver()
         if await docker.available():
-            self.drivers["docker"] = docker
+            self.drivers["docker"] = self.docker_driver = docker
         else:
             await docker.close()
         try:
             await self._run(ready, stop_tasks_on_exit)
         finally:
-            if isinstance(self.drivers.get("docker"), DockerDriver):
-                await docker.close()
+            if self.docker_driver is not None:
+                await self.docker_driver.close()
             await self.process_driver.close()
 
     async def _run(self, ready: asyncio.Event | None, stop_tasks_on_exit: bool) -> None:
         async with aiohttp.ClientSession() as session:
-            self.client = ServerClient(session, self.server_urls, self.token)
+            self.client = ServerClient(session, list(self.config.servers), self.token)
             await self._register_until_done()
             self._recovered = {s.task_id: s for s in self.handles.load_all()}
             await self._remove_unknown_containers()
             # A snapshot interrupted by this agent's death may have left a writer paused.
             saved_handles = [h for saved in self._recovered.values() for h in saved.handles]
-            docker_api = getattr(self.drivers.get("docker"), "docker", None)
-            for thawed in await thaw_leftovers(saved_handles, docker_api):
+            for thawed in await thaw_leftovers(saved_handles, self.docker):
                 log.warning("resumed %s, left paused by an interrupted snapshot", thawed)
-            runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=1.0)
+            app = build_app(self, self.token)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:
                 try:
-                    await web.TCPSite(runner, *self.http_addr, reuse_address=True).start()
+                    await web.TCPSite(runner, *self.config.http_addr, reuse_address=True).start()
                 except OSError as exc:
-                    host, port = self.http_addr
+                    host, port = self.config.http_addr
                     raise Unavailable(
                         f"agent cannot listen on {host}:{port} (--agent-addr): {exc.strerror}"
                     ) from None
@@ -180,12 +154,14 @@ class Agent:
                         group.create_task(self._watch_loop())
                         group.create_task(self._fence_loop())
                         checks = RegistrationChecks(
-                            self.client, self.name, session, scripts=self.script_checks
+                            self.client, self.name, session, scripts=self.config.script_checks
                         )
                         group.create_task(checks.run())
-                        if self.event_handlers:
-                            group.create_task(self._event_loop())
-                        if self.metrics_interval > 0:
+                        if self.config.event_handlers:
+                            handlers = dict(self.config.event_handlers)
+                            events = UserEventHandlers(self.client, self.name, handlers)
+                            group.create_task(events.run())
+                        if self.config.metrics_interval > 0:
                             group.create_task(self._metrics().run())
                 finally:
                     await self._shutdown(stop_tasks_on_exit)
@@ -198,11 +174,11 @@ class Agent:
             node=self.name,
             client=self.client,
             runners=lambda: list(self.runners.values()),
-            docker=lambda: getattr(self.drivers.get("docker"), "docker", None),
+            docker=lambda: self.docker,
             buffer_dir=self.data_dir / "metrics-buffer",
             disk_paths=disk_paths(self.data_dir, self.volume_layout.shared_root),
-            interval=self.metrics_interval,
-            buffer_bytes=self.metrics_buffer_bytes,
+            interval=self.config.metrics_interval,
+            buffer_bytes=self.config.metrics_buffer_bytes,
         )
 
     async def _shutdown(self, stop_tasks: bool) -> None:
@@ -238,8 +214,8 @@ class Agent:
         await asyncio.sleep(random.uniform(0, interval))  # jittered first tick
         while True:
             try:
-                new_interval, ttl = await self.client.heartbeat(self.name)
-                interval, self.ttl = new_interval or interval, ttl or self.ttl
+                answer = await self.client.heartbeat(self.name)
+                interval, self.ttl = answer.interval, answer.ttl
             except ServerError as exc:
                 if exc.status == 404:
                     await self._register_until_done()
@@ -279,64 +255,6 @@ class Agent:
             for runner in fenced:
                 runner.request_stop(f"no server reachable for {self.ttl:g}s (stop_on_disconnect)")
 
-    async def _event_loop(self) -> None:
-        """Run the configured handler of each user event fired from now on (not the backlog)."""
-        assert self.client is not None
-        index, seen, backoff = 0, -1, 0.2
-        while True:
-            try:
-                events, new_index = await self.client.user_events(self.name, index, WATCH_WAIT)
-            except ServerError as exc:
-                log.warning("watching user events failed: %s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.2
-            if seen < 0:  # the first answer: what happened before this agent started
-                seen = max((int(e.get("LTime", 0)) for e in events), default=0)
-            for event in sorted(events, key=lambda e: int(e.get("LTime", 0))):
-                if int(event.get("LTime", 0)) > seen:
-                    seen = int(event["LTime"])
-                    await self._handle_event(event)
-            index = new_index if new_index >= index else 0
-
-    async def _handle_event(self, event: dict[str, Any]) -> None:
-        name = str(event.get("Name", ""))
-        command = self.event_handlers.get(name)
-        if command is None:  # the server sends only the events whose filters select this node
-            return
-        payload = base64.b64decode(event.get("Payload") or "")
-        env = {
-            **os.environ,
-            "MOORAGE_EVENT_ID": str(event.get("ID", "")),
-            "MOORAGE_EVENT_NAME": name,
-            "MOORAGE_EVENT_PAYLOAD": payload.decode(errors="replace"),
-            "MOORAGE_NODE": self.name,
-        }
-        try:
-            process = await asyncio.create_subprocess_shell(
-                command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-            )
-            output, _ = await asyncio.wait_for(
-                process.communicate(json.dumps([event]).encode()), EVENT_HANDLER_TIMEOUT
-            )
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            log.warning("event %s: handler timed out after %ss", name, EVENT_HANDLER_TIMEOUT)
-            return
-        except OSError as exc:
-            log.warning("event %s: handler could not start: %s", name, exc)
-            return
-        text = output.decode(errors="replace").strip()[-2000:]
-        log.info(
-            "event %s (%s): handler exited %s %s", name, event.get("ID"), process.returncode, text
-        )
-
     async def _watch_loop(self) -> None:
         assert self.client is not None
         index, backoff = 0, 0.2
@@ -353,7 +271,7 @@ class Agent:
             index = new_index if new_index >= index else 0
             await self.sync(tasks)
 
-    async def report(self, task_id: str, body: dict[str, Any]) -> bool:
+    async def report(self, task_id: str, body: TaskReport) -> bool:
         """Send a task report, retrying while the server is unreachable; False if it is gone."""
         assert self.client is not None
         backoff = 0.1
@@ -407,10 +325,9 @@ class Agent:
         ):
             await self._start(task, task.generation)
         elif runner is None and task.status in (TaskStatus.STARTING, TaskStatus.RUNNING):
-            lost = _stopped_report(task) | {
-                "status": TaskStatus.LOST.value,
-                "message": "the agent lost track of this task",
-            }
+            lost = _stopped_report(task).model_copy(
+                update={"status": TaskStatus.LOST, "message": "the agent lost track of this task"}
+            )
             await self.report(task.id, lost)
 
     async def _start(
@@ -429,7 +346,7 @@ class Agent:
             self.report,
             saved,
             self._secrets,
-            node_address=self.advertise,
+            node_address=self.config.advertise_address,
             volumes=self._volumes(task.id, taskdef),
         )
         self.runners[task.id] = runner
@@ -448,7 +365,8 @@ class Agent:
         spec = next((c for c in runner.taskdef.containers if c.name == container), None)
         if spec is None or spec.driver == "docker":
             return {}
-        env = task_env(runner.task, spec, self.name, runner.taskdef.containers, self.advertise)
+        address = self.config.advertise_address
+        env = task_env(runner.task, spec, self.name, runner.taskdef.containers, address)
         if spec.secrets:
             env.update((await self._secrets(runner.task.id)).get(container, {}))
         return env
@@ -462,8 +380,8 @@ class Agent:
 
     async def _remove_unknown_containers(self) -> None:
         """Containers labelled for this node that no saved task owns: leftovers, removed."""
-        docker = self.drivers.get("docker")
-        if not isinstance(docker, DockerDriver):
+        docker = self.docker_driver
+        if docker is None:
             return
         known = {
             h.state.get("container_id") for saved in self._recovered.values() for h in saved.handles
@@ -504,18 +422,18 @@ class Agent:
             self.name,
             self.volume_layout,
             self.client,
-            self.volume_lease,
+            self.config.volume_lease,
             self.node_mounts,
         )
 
 
-def _stopped_report(task: Task) -> dict[str, Any]:
-    return {
-        "status": TaskStatus.STOPPED.value,
-        "message": task.message or "stopped",
-        "exit_code": task.exit_code,
-        "containers": [c.model_dump(mode="json") for c in task.containers],
-        "started_at": task.started_at,
-        "finished_at": task.finished_at,
-        "run_generation": max(task.run_generation, 0),
-    }
+def _stopped_report(task: Task) -> TaskReport:
+    return TaskReport(
+        status=TaskStatus.STOPPED,
+        message=task.message or "stopped",
+        exit_code=task.exit_code,
+        containers=task.containers,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        run_generation=max(task.run_generation, 0),
+    )

@@ -1,17 +1,25 @@
-"""The agent's client of the server API (aiohttp). Errors become `ServerError`s here, only here."""
+"""The agent's client of the server API (aiohttp). Errors become `ServerError`s here, only here.
+
+Every message is a class of `moorage.model.messages` (or a stored model), sent as its JSON and
+parsed back with the same class the server uses.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
 from moorage.metrics.model import Batch
 from moorage.model import Node, Task, TaskDefinition
 from moorage.model.catalog import Registration
-from moorage.model.volume import Volume
+from moorage.model.messages import CheckReport, HeartbeatAnswer, TaskReport, TaskSecrets
+from moorage.model.volume import GrantBody, Volume
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ServerError(Exception):
@@ -99,35 +107,39 @@ class ServerClient:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise ServerError(0, f"cannot reach the server at {base}: {exc!r}") from None
 
-    async def register(self, node: Node) -> Node:
-        body, _ = await self._call(
-            "PUT", f"/v1/nodes/{node.name}", json=node.model_dump(mode="json")
+    async def _send(
+        self, method: str, path: str, message: BaseModel, timeout: float = 10
+    ) -> tuple[Any, dict[str, str]]:
+        return await self._call(
+            method,
+            path,
+            timeout=timeout,
+            headers={"Content-Type": "application/json"},
+            data=message.model_dump_json(),
         )
-        return Node.model_validate(body)
+
+    async def register(self, node: Node) -> Node:
+        body, _ = await self._send("PUT", f"/v1/nodes/{node.name}", node)
+        return _parse(Node, body)
 
     async def task_secrets(self, task_id: str, node: str) -> dict[str, dict[str, str]]:
         """The secret env values of a task's containers (the server checks the node)."""
         body, _ = await self._call(
             "GET", f"/v1/tasks/{task_id}/secrets", headers={"X-Moorage-Node": node}
         )
-        return {str(c): {str(k): str(v) for k, v in env.items()} for c, env in body.items()}
+        return _parse(TaskSecrets, body).root
 
-    async def heartbeat(self, name: str) -> tuple[float | None, float | None]:
+    async def heartbeat(self, name: str) -> HeartbeatAnswer:
         """Heartbeat; the server answers how often it wants them, and the node's TTL."""
         body, _ = await self._call("POST", f"/v1/nodes/{name}/heartbeat")
-        answer = body if isinstance(body, dict) else {}
-        interval, ttl = answer.get("interval"), answer.get("ttl")
-        return (
-            float(interval) if isinstance(interval, int | float) else None,
-            float(ttl) if isinstance(ttl, int | float) else None,
-        )
+        return _parse(HeartbeatAnswer, body)
 
     async def node_tasks(self, name: str, index: int, wait: float) -> tuple[list[Task], int]:
         params = {"index": str(index), "wait": f"{wait:g}s"}
         body, headers = await self._call(
             "GET", f"/v1/nodes/{name}/tasks", timeout=wait * 1.2 + 10, params=params
         )
-        return [Task.model_validate(t) for t in body], int(headers.get("X-Moorage-Index", "0"))
+        return [_parse(Task, t) for t in body], int(headers.get("X-Moorage-Index", "0"))
 
     async def node_registrations(
         self, name: str, index: int, wait: float
@@ -136,14 +148,11 @@ class ServerClient:
         body, headers = await self._call(
             "GET", f"/v1/nodes/{name}/registrations", timeout=wait * 1.2 + 10, params=params
         )
-        found = [Registration.model_validate(r) for r in body]
+        found = [_parse(Registration, r) for r in body]
         return found, int(headers.get("X-Moorage-Index", "0"))
 
-    async def registration_check(
-        self, registration: str, check: str, status: str, output: str
-    ) -> None:
-        body = {"status": status, "output": output}
-        await self._call("PUT", f"/v1/registrations/{registration}/checks/{check}", json=body)
+    async def registration_check(self, registration: str, check: str, report: CheckReport) -> None:
+        await self._send("PUT", f"/v1/registrations/{registration}/checks/{check}", report)
 
     async def user_events(
         self, node: str, index: int, wait: float
@@ -161,31 +170,25 @@ class ServerClient:
         cached = self._taskdefs.get((family, revision))
         if cached is None:
             body, _ = await self._call("GET", f"/v1/taskdefs/{family}/{revision}")
-            cached = self._taskdefs[(family, revision)] = TaskDefinition.model_validate(body)
+            cached = self._taskdefs[(family, revision)] = _parse(TaskDefinition, body)
         return cached
 
-    async def report(self, task_id: str, report: dict[str, Any]) -> None:
-        await self._call("PUT", f"/v1/tasks/{task_id}/status", json=report)
+    async def report(self, task_id: str, report: TaskReport) -> None:
+        await self._send("PUT", f"/v1/tasks/{task_id}/status", report)
 
-    async def volume_grant(
-        self,
-        action: str,
-        name: str,
-        body: dict[str, Any],
-        timeout: float,
-    ) -> Volume:
+    async def volume_grant(self, action: str, name: str, body: GrantBody, timeout: float) -> Volume:
         """`claim`, `renew` or `release` a volume (docs/volumes.md); 409 when refused."""
-        answer, _ = await self._call(
-            "POST", f"/v1/volumes/{name}/{action}", timeout=timeout, json=body
-        )
-        return Volume.model_validate(answer)
+        answer, _ = await self._send("POST", f"/v1/volumes/{name}/{action}", body, timeout)
+        return _parse(Volume, answer)
 
     async def metrics_ingest(self, batch: Batch, timeout: float = 10) -> None:
         """Send a batch of metric points (`POST /v1/metrics/ingest`)."""
-        await self._call(
-            "POST",
-            "/v1/metrics/ingest",
-            timeout=timeout,
-            headers={"Content-Type": "application/json"},
-            data=batch.model_dump_json(),
-        )
+        await self._send("POST", "/v1/metrics/ingest", batch, timeout)
+
+
+def _parse(model: type[M], body: Any) -> M:
+    """A server's answer as `model`; ServerError when it is not one."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ServerError(0, f"unexpected answer ({model.__name__}): {exc}") from None

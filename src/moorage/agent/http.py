@@ -5,9 +5,10 @@
     GET /v1/tasks/{id}/exec (WebSocket)
     volume snapshots: take, archive, restore, delete (agent/snapshots.py)
 
-Every route but the health probe needs the cluster's join token (`Authorization: Bearer`): the
-server relays users' logs and exec calls here after checking their ACL token, and the agent's
-address is reachable from the network in a cluster, so the agent must not answer strangers.
+Every route but the health probe needs the cluster's join token (`Authorization: Bearer`),
+declared with the route in `build_app`: the server relays users' logs and exec calls here after
+checking their ACL token, and the agent's address is reachable from the network in a cluster,
+so the agent must not answer strangers.
 
 Logs are read from the files the driver's executor writes (`<data>/alloc/<id>/logs/<container>.<stream>`,
 rotated to `.1`, `.2` …). Following survives rotation: a file whose inode changed or that shrank is
@@ -23,14 +24,15 @@ import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from moorage.drivers.base import ExecCapable
 
 from . import snapshots
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from .surface import AGENT_KEY, LocalAgent
 
 POLL = 0.2
 CHUNK = 64 * 1024
@@ -39,25 +41,35 @@ FOLLOW_GRACE = 5.0
 STREAMS = ("stdout", "stderr", "both")
 
 
-@web.middleware
-async def join_token_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    agent: Agent = request.app["agent"]
-    if request.path != "/v1/health" and agent.token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), agent.token.encode()):
-            return _error(401, "unauthorized", "", "this call needs the cluster's join token")
-    return await handler(request)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN = "open"  # anyone: the health probe
+CLUSTER = "cluster"  # the cluster's join token: the server relaying a user's call, or an agent
 
 
-def build_app(agent: Agent) -> web.Application:
-    app = web.Application(middlewares=[join_token_middleware])
-    app["agent"] = agent
-    app.router.add_get("/v1/health", health)
-    app.router.add_get("/v1/tasks/{id}/logs", task_logs)
-    app.router.add_get("/v1/tasks/{id}/exec", task_exec)
-    snapshots.routes(app)
+def build_app(agent: LocalAgent, token: str | None) -> web.Application:
+    """The agent's routes, each with who may call it; one middleware enforces it, and a route
+    without a declaration cannot be added."""
+    declared: dict[AbstractRoute, str] = {}
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        auth = declared.get(request.match_info.route)
+        if auth == CLUSTER and token:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _error(401, "unauthorized", "", "this call needs the cluster's join token")
+        return await handler(request)
+
+    app = web.Application(middlewares=[guard])
+    app[AGENT_KEY] = agent
+    routes: list[tuple[str, str, Handler, str]] = [
+        ("GET", "/v1/health", health, OPEN),
+        ("GET", "/v1/tasks/{id}/logs", task_logs, CLUSTER),
+        ("GET", "/v1/tasks/{id}/exec", task_exec, CLUSTER),
+        *((method, path, handler, CLUSTER) for method, path, handler in snapshots.ROUTES),
+    ]
+    for method, path, handler, auth in routes:
+        declared[app.router.add_route(method, path, handler)] = auth
     return app
 
 
@@ -67,12 +79,12 @@ def _error(status: int, code: str, field: str, message: str) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    agent: Agent = request.app["agent"]
+    agent = request.app[AGENT_KEY]
     return web.json_response({"node": agent.name, "tasks": len(agent.runners)})
 
 
 async def task_logs(request: web.Request) -> web.StreamResponse:
-    agent: Agent = request.app["agent"]
+    agent = request.app[AGENT_KEY]
     task_id = request.match_info["id"]
     query = request.query
     stream = query.get("stream", "both")
@@ -116,7 +128,7 @@ async def task_logs(request: web.Request) -> web.StreamResponse:
 
 
 async def _follow(
-    agent: Agent, task_id: str, followers: list[_Follower], response: web.StreamResponse
+    agent: LocalAgent, task_id: str, followers: list[_Follower], response: web.StreamResponse
 ) -> None:
     idle_since: float | None = None
     loop = asyncio.get_running_loop()
@@ -144,7 +156,7 @@ async def task_exec(request: web.Request) -> web.StreamResponse:
     Frames: client → agent binary = stdin, text {"type": "eof"} = end of stdin; agent → client
     binary = one channel byte (1 stdout, 2 stderr) + data, then text {"type": "exit", "code": n}.
     """
-    agent: Agent = request.app["agent"]
+    agent = request.app[AGENT_KEY]
     task_id = request.match_info["id"]
     command = request.query.getall("cmd", [])
     if not command:
@@ -157,14 +169,13 @@ async def task_exec(request: web.Request) -> web.StreamResponse:
     if handle is None:
         return _error(404, "not_found", "container", f"task {task_id} has no container {wanted!r}")
     driver = runner.driver(handle)
-    open_exec = getattr(driver, "open_exec", None)
-    if open_exec is None:
+    if not isinstance(driver, ExecCapable):
         return _error(400, "unsupported", "container", f"the {driver.name} driver cannot exec")
     env = await agent.exec_env(runner, wanted)
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     try:
-        session = await open_exec(handle, command, env, request.query.get("tty") == "1")
+        session = await driver.open_exec(handle, command, env, request.query.get("tty") == "1")
     except Exception as exc:  # the driver's message, to the user, not a crash
         await ws.send_bytes(b"\x02" + f"exec failed: {exc}\n".encode())
         await ws.send_json({"type": "exit", "code": 126})

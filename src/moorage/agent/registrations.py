@@ -13,6 +13,7 @@ import aiohttp
 
 from moorage.model import Health
 from moorage.model.catalog import RegisteredCheck, Registration
+from moorage.model.messages import CheckReport
 
 from .client import ServerClient, ServerError
 
@@ -153,7 +154,8 @@ class RegistrationChecks:
         self, registration: Registration, check: RegisteredCheck, status: Health, output: str
     ) -> bool:
         try:
-            await self.client.registration_check(registration.id, check.id, status.value, output)
+            report = CheckReport(status=status, output=output)
+            await self.client.registration_check(registration.id, check.id, report)
             return True
         except ServerError as exc:
             log.warning("check %s of %s: report failed: %s", check.id, registration.id, exc)

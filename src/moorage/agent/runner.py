@@ -1,12 +1,15 @@
 """One task on this node: start its containers, watch them, report, stop on request.
 
-attach volumes ─▶ start containers (in order) ─▶ report running ─▶ wait: an essential container
-(claim, mount;                                                   │   exits ─▶ stop the others
- a held volume: wait)                                            │   ─▶ detach ─▶ report exited
-                                                                 ├ stop requested ─▶ stop all
-                                                                 │   ─▶ detach ─▶ report stopped
+prestart hooks ─▶ start containers (in order) ─▶ report running ─▶ wait: an essential container
+(secrets; volumes:                                               │   exits ─▶ stop the others
+ claim, mount; a                                                 │   ─▶ poststop ─▶ report exited
+ held volume: wait)                                              ├ stop requested ─▶ stop all
+                                                                 │   ─▶ poststop ─▶ report stopped
                                                                  └ volume lease lost ─▶ kill all
-                                                                     ─▶ detach ─▶ report exited
+                                                                     ─▶ poststop ─▶ report exited
+
+What belongs to secrets, volumes and health checks lives in their hooks (hooks.py); the runner
+owns the order, the containers and the reports.
 """
 
 from __future__ import annotations
@@ -18,22 +21,20 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from moorage.drivers.base import Driver, ExitResult, StartRequest, TaskHandle
 from moorage.drivers.errors import DriverError
-from moorage.drivers.process import in_mount_namespace
 from moorage.model import Container, ContainerState, Health, Task, TaskDefinition, TaskStatus
-from moorage.volumes import VolumeError
+from moorage.model.messages import TaskReport
 
 from .handles import HandleStore, SavedTask
-from .health import Checker, ExecIn, worst
+from .health import Checker, worst
+from .hooks import ChecksHook, Hook, HookStop, SecretFetcher, SecretsHook, VolumesHook
 from .volumes import TaskVolumes
 
 log = logging.getLogger(__name__)
 
-Reporter = Callable[[str, dict[str, Any]], Awaitable[bool]]
-SecretFetcher = Callable[[str], Awaitable[dict[str, dict[str, str]]]]
+Reporter = Callable[[str, TaskReport], Awaitable[bool]]
 DEPENDENCY_TIMEOUT = 300.0
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "TZ")
 
@@ -104,7 +105,6 @@ class TaskRunner:
         self.node = node
         self.node_address = node_address
         self._report = report
-        self._fetch_secrets = fetch_secrets
         self.handles: list[TaskHandle] = list(recovered.handles) if recovered else []
         self.started_at = recovered.started_at if recovered else 0.0
         self.recovered = recovered is not None
@@ -112,12 +112,23 @@ class TaskRunner:
         if volumes is not None and recovered is not None:
             volumes.restore(recovered.volumes)
         self.discard_volumes = False  # set when the task is gone for good: scope: task ones go
-        self._hard = False  # a lost volume lease: kill at once, report exited
+        self.hard = False  # a lost volume lease: kill at once, report exited
         self.stop_reason: str | None = None
-        self._stop = asyncio.Event()
+        self.stopping = asyncio.Event()
         self.done = asyncio.Event()
-        self.checkers: list[Checker] = []
-        self._check_tasks: list[asyncio.Task[None]] = []
+        self.checks = ChecksHook(
+            task,
+            task_dir,
+            self._env,
+            self._health_changed,
+            node_address,
+            drivers,
+            lambda: self.handles,
+        )
+        self.hooks: list[Hook] = [SecretsHook(task.id, taskdef, fetch_secrets)]
+        if volumes is not None:
+            self.hooks.append(VolumesHook(volumes, self))
+        self.hooks.append(self.checks)
         self._send_lock = asyncio.Lock()
         self._final_sent = False
         self._health_dirty = asyncio.Event()
@@ -126,6 +137,17 @@ class TaskRunner:
     @property
     def active(self) -> bool:
         return not self.done.is_set()
+
+    @property
+    def checkers(self) -> list[Checker]:
+        return self.checks.checkers
+
+    def _health_changed(self) -> None:
+        self._health_dirty.set()
+
+    async def waiting(self, message: str) -> None:
+        """A long wait before the start (a volume held elsewhere): the STARTING message."""
+        await self._send(TaskStatus.STARTING, message, None, [])
 
     def _progress(self, message: str) -> None:
         """A long start step (an image pull): reported as the STARTING task's message."""
@@ -142,80 +164,41 @@ class TaskRunner:
     def update_task(self, task: Task) -> None:
         """The server's newer view of this task (TTL check updates arrive this way)."""
         self.task = task
-        for checker in self.checkers:
-            checker.task = task
+        self.checks.update_task(task)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-        self._stop.set()
+        self.stopping.set()
 
     def fence(self, reason: str) -> None:
         """The volume lease may run out: kill the task now (no stop timeout), report it exited."""
-        if not self._hard:
+        if not self.hard:
             log.warning("task %s: %s: stopping it hard", self.task.id, reason)
-        self._hard = True
+        self.hard = True
         self.stop_reason = f"fenced: {reason}"
-        self._stop.set()
+        self.stopping.set()
 
     async def run(self) -> None:
         try:
             if self.recovered:
-                if self.volumes is not None:
-                    await self.volumes.resume(self.fence)
-                self._start_checks()
+                for hook in self.hooks:
+                    await hook.recovered()
+                self.checks.start_all(self.taskdef.containers)
             elif not await self._start_all():
                 return
             await self._watch()
         finally:
-            for check in self._check_tasks:
-                check.cancel()
-            if self.volumes is not None:  # cancelled (agent exit): tasks and mounts stay
-                await self.volumes.stop_keeping()
+            for hook in self.hooks:
+                await hook.exit()
             self.done.set()
 
     # ---- health ----------------------------------------------------------------------------
-    def _start_checks(self) -> None:
-        for container in self.taskdef.containers:
-            self._start_check(container)
-
     def _env(self, container: Container) -> dict[str, str]:
         env = task_env(self.task, container, self.node, self.taskdef.containers, self.node_address)
-        if self.volumes is not None:
-            env.update(self.volumes.env())
+        for hook in self.hooks:
+            env.update(hook.env(container))
         return env
-
-    def _start_check(self, container: Container) -> None:
-        if container.health is not None:
-            env = self._env(container)
-            handle = next((h for h in self.handles if h.container == container.name), None)
-            checker = Checker(
-                self.task,
-                container,
-                env,
-                self.task_dir / container.name,
-                self._health_dirty.set,
-                host=self.node_address,
-                exec_in=self._exec_in(handle, env) if container.driver == "docker" else None,
-                wrap=_namespace_of(handle) if container.driver == "process" else None,
-            )
-            self.checkers.append(checker)
-            self._check_tasks.append(
-                asyncio.create_task(checker.run(), name=f"check-{self.task.id}-{container.name}")
-            )
-
-    def _exec_in(self, handle: TaskHandle | None, env: dict[str, str]) -> ExecIn | None:
-        """Command checks of a Docker container run inside it."""
-        driver = self.drivers.get("docker")
-        execute = getattr(driver, "exec", None)
-        if handle is None or execute is None:
-            return None
-
-        async def run(command: list[str], timeout: float) -> tuple[int, str]:
-            result: tuple[int, str] = await execute(handle, command, env, timeout)
-            return result
-
-        return run
 
     async def _report_health(self) -> None:
         """Send the checks' state while the task runs (never after its final report)."""
@@ -229,55 +212,41 @@ class TaskRunner:
         delay = self.task.not_before - time.time()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-            if self._stop.is_set():
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
                 await self._send(TaskStatus.STOPPED, self.stop_reason or "stopped", None, [])
                 return False
         # Reported while the containers start (the send lock keeps it ahead of what follows).
         starting = asyncio.create_task(self._send(TaskStatus.STARTING, "", None, []))
         await asyncio.sleep(0)  # let it take the lock first
-        secrets: dict[str, dict[str, str]] = {}
-        if any(c.secrets for c in self.taskdef.containers) and self._fetch_secrets is not None:
-            try:
-                secrets = await self._fetch_secrets(self.task.id)
-            except Exception as exc:  # the server's message names the missing secret
-                await self._send(TaskStatus.FAILED, f"secrets: {exc}", None, [], finished=True)
-                return False
-        if not await self._attach_volumes():
+        if not await self._prestart():
             return False
         for container in start_order(self.taskdef.containers):
-            env = self._env(container)
-            env.update(secrets.get(container.name, {}))
             request = StartRequest(
                 self.task.id,
                 container,
-                env,
+                self._env(container),
                 self.task.ports,
                 self.task_dir,
                 progress=self._progress,
-                mounts=self.volumes.binds(container) if self.volumes else (),
-                fence_file=self.volumes.fence_file
-                if self.volumes and self.volumes.claims
-                else None,
             )
+            for hook in self.hooks:
+                request = hook.prepare(container, request)
             try:
                 await self._dependencies_ready(container)
-                if self._hard:
+                if self.hard:
                     raise DriverError(self.stop_reason or "fenced")
                 driver = self.drivers.get(container.driver)
                 if driver is None:
                     raise DriverError(f"this node has no {container.driver} driver")
                 handle = await driver.start(request)
                 self.handles.append(handle)
-                if self.volumes is not None:
-                    self.volumes.track(handle)
-                # Checks start with their container: before the RUNNING report (a task with
-                # checks is not healthy until they pass) and before dependants wait on them.
-                self._start_check(container)
+                for hook in self.hooks:
+                    hook.started(container, handle)
             except (DriverError, OSError) as exc:
                 message = f"container {container.name}: {exc}"
                 await self._stop_handles()
-                await self._detach()
+                await self._poststop()
                 await self._send(TaskStatus.FAILED, message, None, [], finished=True)
                 self.store.remove(self.task.id)
                 return False
@@ -289,50 +258,33 @@ class TaskRunner:
         await self._send(TaskStatus.RUNNING, "", None, self._states())
         return True
 
-    async def _attach_volumes(self) -> bool:
-        """Claim and mount the task's volumes; False (reported) if it is not to start."""
-        if self.volumes is None or not self.taskdef.volumes:
-            return True
-
-        async def waiting(message: str) -> None:
-            await self._send(TaskStatus.STARTING, message, None, [])
-
-        try:
-            attached = await self.volumes.attach(self._stop, waiting, self.fence)
-        except (VolumeError, OSError) as exc:
-            await self._detach()
-            await self._send(TaskStatus.FAILED, f"volumes: {exc}", None, [], finished=True)
-            return False
-        if not attached or self._hard:
-            await self._detach()
-            reason = self.stop_reason or "stopped"
-            status = TaskStatus.EXITED if self._hard else TaskStatus.STOPPED
-            await self._send(status, reason, None, [], finished=True)
-            return False
+    async def _prestart(self) -> bool:
+        """Every hook's prestart, in order; False (reported) if one keeps the task from starting."""
+        for position, hook in enumerate(self.hooks):
+            try:
+                await hook.prestart()
+            except HookStop as stop:
+                for started in self.hooks[: position + 1]:
+                    await started.poststop()
+                await self._send(stop.status, stop.message, None, [], finished=True)
+                return False
         return True
 
-    async def _detach(self) -> None:
-        """Unmount and release the volumes once the task's workloads are dead."""
-        if self.volumes is None:
-            return
-        try:
-            await self.volumes.detach(discard=self.discard_volumes)
-        except (VolumeError, OSError) as exc:
-            log.warning("task %s: detaching volumes: %s", self.task.id, exc)
+    async def _poststop(self) -> None:
+        for hook in self.hooks:
+            await hook.poststop()
 
     async def _dependencies_ready(self, container: Container) -> None:
         """Wait until every `healthy` dependency passes its check (`started` ones already run)."""
         for dependency in container.depends_on:
             if dependency.condition != "healthy":
                 continue
-            checker = next(
-                (c for c in self.checkers if c.container.name == dependency.container), None
-            )
+            checker = self.checks.of(dependency.container)
             if checker is None:
                 continue  # validation guarantees a check; nothing to wait on otherwise
             deadline = time.monotonic() + DEPENDENCY_TIMEOUT
             while checker.state.status != Health.PASSING:
-                if self._stop.is_set():
+                if self.stopping.is_set():
                     raise DriverError("stopped while waiting for its dependencies")
                 if checker.state.failing or time.monotonic() > deadline:
                     raise DriverError(
@@ -344,7 +296,7 @@ class TaskRunner:
     # ---- watch -----------------------------------------------------------------------------
     async def _watch(self) -> None:
         waits = {asyncio.create_task(self.driver(h).wait(h)): h for h in self.handles}
-        stopper = asyncio.create_task(self._stop.wait())
+        stopper = asyncio.create_task(self.stopping.wait())
         health = asyncio.create_task(self._report_health())
         results: dict[str, ExitResult] = {}
         try:
@@ -371,26 +323,25 @@ class TaskRunner:
             health.cancel()
             for waiter in waits:
                 waiter.cancel()
-        status = TaskStatus.EXITED if self._hard else TaskStatus.STOPPED
+        status = TaskStatus.EXITED if self.hard else TaskStatus.STOPPED
         await self._finish(status, self.stop_reason or "stopped", None, results)
 
     async def _finish(
         self, status: TaskStatus, message: str, code: int | None, results: dict[str, ExitResult]
     ) -> None:
-        for check in self._check_tasks:
-            check.cancel()
+        self.checks.stop()
         results.update(await self._stop_handles())
         states = self._states(results)
         for handle in self.handles:
             with contextlib.suppress(DriverError, OSError):
                 await self.driver(handle).destroy(handle)
-        await self._detach()
+        await self._poststop()
         self.store.remove(self.task.id)
         await self._send(status, message, code, states, finished=True)
 
     async def _stop_handles(self) -> dict[str, ExitResult]:
         async def stop(handle: TaskHandle) -> tuple[str, ExitResult]:
-            timeout = 0.0 if self._hard else self._container(handle.container).stop_timeout
+            timeout = 0.0 if self.hard else self._container(handle.container).stop_timeout
             try:
                 return handle.container, await self.driver(handle).stop(handle, timeout)
             except (DriverError, OSError, TimeoutError) as exc:
@@ -429,25 +380,24 @@ class TaskRunner:
         states: list[ContainerState],
         finished: bool = False,
     ) -> None:
-        checks = [c.state for c in self.checkers] if status == TaskStatus.RUNNING else []
-        health = worst(checks)
-        body = {
-            "status": status.value,
-            "message": message,
-            "exit_code": code,
-            "containers": [s.model_dump(mode="json") for s in states],
-            "started_at": self.started_at or None,
-            "finished_at": time.time() if finished else None,
-            "run_generation": self.generation,
-            "health": health.value if health is not None else None,
-            "checks": [c.model_dump(mode="json") for c in checks],
-        }
+        checks = self.checks.states() if status == TaskStatus.RUNNING else []
+        report = TaskReport(
+            status=status,
+            message=message,
+            exit_code=code,
+            containers=states,
+            started_at=self.started_at or None,
+            finished_at=time.time() if finished else None,
+            run_generation=self.generation,
+            health=worst(checks),
+            checks=checks,
+        )
         async with self._send_lock:
             if self._final_sent:
                 return  # a late health report must never overwrite how the task ended
             if status.terminal:
                 self._final_sent = True
-            await self._report(self.task.id, body)
+            await self._report(self.task.id, report)
 
 
 def start_order(containers: list[Container]) -> list[Container]:
@@ -468,11 +418,3 @@ def start_order(containers: list[Container]) -> list[Container]:
     for container in containers:
         visit(container)
     return ordered
-
-
-def _namespace_of(handle: TaskHandle | None) -> Callable[[list[str]], list[str]] | None:
-    """A process container's command check runs in its mount namespace (its volume mounts)."""
-    if handle is None:
-        return None
-    pid = handle.state.get("pid")
-    return lambda command: in_mount_namespace(command, pid)

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,9 +36,7 @@ from moorage.volumes.layout import Driver, Layout
 
 from . import archive
 from .pause import PauseError, paused
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from .surface import AGENT_KEY, LocalAgent
 
 CHUNK = 256 * 1024
 ID_PATTERN = r"^snap-[0-9a-f]{12}$"
@@ -71,15 +68,11 @@ class AgentError(Exception):
         self.status, self.code, self.field, self.message = status, code, field, message
 
 
-def routes(app: web.Application) -> None:
-    app.router.add_post("/v1/volumes/{name}/snapshots", take)
-    app.router.add_get("/v1/volumes/{name}/snapshots/{id}/archive", serve_archive)
-    app.router.add_delete("/v1/volumes/{name}/snapshots/{id}", delete)
-    app.router.add_post("/v1/volumes/{name}/restore", restore)
-    app.router.add_delete("/v1/volumes/{name}", remove_volume)
+def _agent(request: web.Request) -> LocalAgent:
+    return request.app[AGENT_KEY]
 
 
-def layout_of(agent: Agent) -> Layout:
+def layout_of(agent: LocalAgent) -> Layout:
     return agent.volume_layout
 
 
@@ -91,16 +84,6 @@ def _error(exc: AgentError) -> web.Response:
         "errors": [{"field": exc.field, "message": exc.message}],
     }
     return web.json_response(body, status=exc.status)
-
-
-def _authorize(request: web.Request) -> Agent:
-    """The join token guards these routes: they pause tasks and read volume data."""
-    agent: Agent = request.app["agent"]
-    if agent.token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), agent.token.encode()):
-            raise AgentError(401, "unauthorized", "", "this call needs the cluster's join token")
-    return agent
 
 
 async def _body(request: web.Request, model: type[BaseModel]) -> Any:
@@ -133,7 +116,7 @@ def archive_path(layout: Layout, driver: Driver, volume: str, snapshot_id: str) 
 # ---- take --------------------------------------------------------------------------------------
 async def take(request: web.Request) -> web.Response:
     try:
-        agent = _authorize(request)
+        agent = _agent(request)
         name = _name(request, "name", VOLUME_PATTERN)
         body: TakeBody = await _body(request, TakeBody)
         result = await take_snapshot(agent, layout_of(agent), name, body)
@@ -142,7 +125,9 @@ async def take(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-async def take_snapshot(agent: Agent, layout: Layout, name: str, body: TakeBody) -> dict[str, Any]:
+async def take_snapshot(
+    agent: LocalAgent, layout: Layout, name: str, body: TakeBody
+) -> dict[str, Any]:
     started = time.time()
     folder = layout.snapshots_dir(body.driver, name)
     staging = folder / f"{body.id}.tar"
@@ -172,7 +157,7 @@ async def take_snapshot(agent: Agent, layout: Layout, name: str, body: TakeBody)
 
 
 async def _copy(
-    agent: Agent, body: TakeBody, tree: Path | None, staging: Path
+    agent: LocalAgent, body: TakeBody, tree: Path | None, staging: Path
 ) -> tuple[str, float, archive.TreeStats]:
     """Tar the tree, pausing the writer for it if one runs here: (consistency, pause, stats)."""
     runner = agent.runners.get(body.writer) if body.writer else None
@@ -181,9 +166,8 @@ async def _copy(
         return ("stopped" if body.writer else "detached"), 0.0, stats
     if not runner.handles:
         raise AgentError(409, "conflict", "writer", f"task {body.writer} is starting: try again")
-    docker = getattr(agent.drivers.get("docker"), "docker", None)
     try:
-        async with paused(list(runner.handles), docker, body.pause_timeout) as how:
+        async with paused(list(runner.handles), agent.docker, body.pause_timeout) as how:
             began = time.monotonic()
             stats = await asyncio.to_thread(archive.copy_tree, tree, staging)
             pause = time.monotonic() - began
@@ -242,7 +226,7 @@ async def _host(action: Callable[..., None], *args: Any) -> None:
 # ---- archive, delete ---------------------------------------------------------------------------
 async def serve_archive(request: web.Request) -> web.StreamResponse:
     try:
-        agent = _authorize(request)
+        agent = _agent(request)
         name = _name(request, "name", VOLUME_PATTERN)
         snapshot_id = _name(request, "id", ID_PATTERN)
         path = archive_path(layout_of(agent), _driver(request), name, snapshot_id)
@@ -266,7 +250,7 @@ async def serve_archive(request: web.Request) -> web.StreamResponse:
 
 async def delete(request: web.Request) -> web.Response:
     try:
-        agent = _authorize(request)
+        agent = _agent(request)
         name = _name(request, "name", VOLUME_PATTERN)
         snapshot_id = _name(request, "id", ID_PATTERN)
         path = archive_path(layout_of(agent), _driver(request), name, snapshot_id)
@@ -282,7 +266,7 @@ async def delete(request: web.Request) -> web.Response:
 # ---- restore -----------------------------------------------------------------------------------
 async def restore(request: web.Request) -> web.Response:
     try:
-        agent = _authorize(request)
+        agent = _agent(request)
         name = _name(request, "name", VOLUME_PATTERN)
         body: RestoreBody = await _body(request, RestoreBody)
         result = await restore_snapshot(layout_of(agent), name, body)
@@ -329,7 +313,7 @@ async def remove_volume(request: web.Request) -> web.Response:
     """The files of a volume the server is deleting (it is `deleting`: nothing can claim it).
     An error answer means nothing was removed; its snapshots stay."""
     try:
-        agent = _authorize(request)
+        agent = _agent(request)
         name = _name(request, "name", VOLUME_PATTERN)
         driver = _driver(request)
         users = sorted(
@@ -352,3 +336,13 @@ async def remove_volume(request: web.Request) -> web.Response:
     except AgentError as exc:
         return _error(exc)
     return web.json_response({"deleted": name, "existed": existed})
+
+
+# The routes the agent serves for the server (agent/http.py declares them: join token).
+ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+    ("POST", "/v1/volumes/{name}/snapshots", take),
+    ("GET", "/v1/volumes/{name}/snapshots/{id}/archive", serve_archive),
+    ("DELETE", "/v1/volumes/{name}/snapshots/{id}", delete),
+    ("POST", "/v1/volumes/{name}/restore", restore),
+    ("DELETE", "/v1/volumes/{name}", remove_volume),
+]

@@ -30,7 +30,7 @@ import psutil
 
 from moorage.drivers.base import BindMount, TaskHandle
 from moorage.model import Container, TaskDefinition, VolumeSpec
-from moorage.model.volume import Volume
+from moorage.model.volume import GrantBody, Volume
 from moorage.volumes import Layout, VolumeError, fence, host, layout
 
 from .client import ServerError
@@ -48,9 +48,7 @@ OnLost = Callable[[str], None]
 
 
 class Grants(Protocol):
-    async def volume_grant(
-        self, action: str, name: str, body: dict[str, Any], timeout: float
-    ) -> Volume:
+    async def volume_grant(self, action: str, name: str, body: GrantBody, timeout: float) -> Volume:
         """POST /v1/volumes/NAME/{claim,renew,release}; raises ServerError (409: refused)."""
         ...
 
@@ -196,7 +194,7 @@ class TaskVolumes:
     ) -> Volume | None:
         """The granted volume, or None when the task was stopped while waiting."""
         assert self.grants is not None, "a task with scope: shared volumes needs a server"
-        body = {"node": self.node, "task": self.task_id, "lease_ttl": self.lease}
+        body = GrantBody(node=self.node, task=self.task_id, lease_ttl=self.lease)
         said = ""
         while not stop.is_set():
             sent = fence.now()
@@ -288,10 +286,13 @@ class TaskVolumes:
         assert self.grants is not None and attached.deadline is not None
         sent = fence.now()
         budget = max(attached.deadline - sent, 0.01)
-        body: dict[str, Any] = {"node": self.node, "task": self.task_id, "epoch": attached.epoch}
-        body["lease_ttl"] = self.lease
-        if attached.size_enforced is not None:
-            body["size_enforced"] = attached.size_enforced
+        body = GrantBody(
+            node=self.node,
+            task=self.task_id,
+            epoch=attached.epoch,
+            lease_ttl=self.lease,
+            size_enforced=attached.size_enforced,
+        )
         try:
             await asyncio.wait_for(
                 self.grants.volume_grant("renew", attached.name, body, timeout=budget), budget
@@ -372,7 +373,7 @@ class TaskVolumes:
 
     async def _release(self, attached: Attached) -> None:
         assert self.grants is not None
-        body = {"node": self.node, "task": self.task_id, "epoch": attached.epoch}
+        body = GrantBody(node=self.node, task=self.task_id, epoch=attached.epoch)
         for attempt in range(RELEASE_ATTEMPTS):
             try:
                 await self.grants.volume_grant("release", attached.name, body, timeout=5)

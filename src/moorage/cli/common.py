@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from moorage.api import Client
+from moorage.client import Client
 from moorage.model import FieldError, SpecError
 
 output_option = click.option(

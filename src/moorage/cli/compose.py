@@ -47,7 +47,7 @@ def up(ctx: click.Context, path: str, timeout: float) -> None:
 
 
 def _wait_running(api: object, service: str, count: int, deadline: float) -> None:
-    from moorage.api import Client
+    from moorage.client import Client
 
     assert isinstance(api, Client)
     while time.monotonic() < deadline:

@@ -480,8 +480,8 @@ def agent(
     servers = parse_servers(server_urls)
     address = advertise or daemon.local_address(servers)
     listen = parse_addr(agent_addr, "agent-addr") if agent_addr else (address, AGENT_PORT)
-    node = daemon.Agent(
-        server_url=servers,
+    config = daemon.AgentConfig(
+        servers=tuple(servers),
         name=name or daemon.node_name(),
         data_dir=Path(data_dir).resolve() / "agent",
         http_addr=listen,
@@ -497,6 +497,7 @@ def agent(
         metrics_buffer_bytes=buffer_mib * 1024 * 1024,
         script_checks=script_checks,
     )
+    node = daemon.Agent(config)
     daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from moorage.api import Client
+from moorage.client import Client
 from moorage.model import FieldError, SpecError, not_yet_honoured, parse_specs
 
 from . import formats

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from moorage.api import Client
+from moorage.client import Client
 from moorage.model import FieldError, NotFound, SpecError
 
 from .common import client, output_option

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from moorage.model import Node, NodeStatus
 from moorage.model.node import gone_down
 from moorage.state import StateCache, StateWriter
-from moorage.state import keys as k
-from moorage.state.writer import new_event
-from moorage.store import Compare, Put
+
+from .apply import PlanApplier
+from .plan import Plan
 
 GRACE = 2.0
 MIN_INTERVAL = 1.5
@@ -40,6 +40,30 @@ def heartbeat_ttl(nodes: int) -> float:
     return max(5.0, math.ceil(3 * heartbeat_interval(nodes)))
 
 
+class Heartbeats:
+    """When each node's agent was last heard from, in this server's memory (like Nomad's TTL
+    timers): the store gets only a coarse mark (`PERSIST`), so a quiet cluster does not write
+    every few seconds."""
+
+    PERSIST = 60.0  # how stale the stored mark may get before a heartbeat refreshes it
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+
+    def beat(self, node: str, now: float) -> None:
+        self._seen[node] = now
+
+    def last_seen(self, node: str) -> float | None:
+        return self._seen.get(node)
+
+    def with_last_seen(self, node: Node) -> Node:
+        """The node as its agent last showed it (a heartbeat newer than the stored mark)."""
+        seen = self._seen.get(node.name)
+        if seen is None or seen <= node.heartbeat_at:
+            return node
+        return node.model_copy(update={"heartbeat_at": seen})
+
+
 class NodeLiveness:
     def __init__(
         self,
@@ -50,7 +74,7 @@ class NodeLiveness:
         interval: float = 0.5,
     ) -> None:
         self.cache = cache
-        self.writer = writer
+        self.applier = PlanApplier(cache, writer, clock)
         self.clock = clock
         self.last_seen = last_seen
         self.interval = interval
@@ -77,13 +101,11 @@ class NodeLiveness:
     async def check(self, started: float) -> None:
         now = self.clock()
         for node in self.overdue(started):
-            key = k.node_key(node.name)
-            down = gone_down(node)
             seen = self.last_seen(node.name)
             silent = f"{now - seen:.0f}s" if seen else "since this server started"
-            text = f"node {node.name} is down: no heartbeat for {silent}"
-            event = new_event("node.down", text, now=now, node=node.name)
-            mod = self.cache.mod_revisions.get(key, 0)
-            await self.writer.commit(
-                [Compare(key, "mod", "==", mod)], [Put(key, k.encode(down)), event]
+            plan = Plan()
+            plan.write_node(gone_down(node), node)
+            plan.event(
+                "node.down", f"node {node.name} is down: no heartbeat for {silent}", node=node.name
             )
+            await self.applier.apply(plan)

@@ -1,7 +1,8 @@
 """The thin loops that apply the pure decisions: reconciliation and garbage collection.
 
-Each loop reads the cache, decides with a pure function, and writes by compare-and-swap. A lost
-CAS is not an error: the state moved, so the loop decides again from the newer state.
+Each loop reads the cache, decides with a pure function, and writes by compare-and-swap
+(apply.py). A lost CAS is not an error: the state moved, so the loop decides again from the
+newer state.
 """
 
 from __future__ import annotations
@@ -12,20 +13,14 @@ import random
 import time
 from collections.abc import Callable
 
-from pydantic import BaseModel
-
 from moorage.model import Desired, Task
-from moorage.state import StateCache, StateWriter, Topic
-from moorage.state import keys as k
-from moorage.state.writer import new_event
-from moorage.store import Compare, Delete, Op, Put
+from moorage.state import StateCache, StateWriter, Topic, kinds
+from moorage.store import Compare, Delete
 
-from .plan import Plan
-from .reconcile import Snapshot, reconcile
+from .apply import TXN_WRITES, PlanApplier
+from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
-
-TXN_WRITES = 100  # etcd's default --max-txn-ops is 128: keep every transaction under it
 
 
 def _unobserved(decide: float, round_: float) -> None:
@@ -43,7 +38,7 @@ class Reconciler:
         interval: float = 1.0,
     ) -> None:
         self.cache = cache
-        self.writer = writer
+        self.applier = PlanApplier(cache, writer, clock)
         self.clock = clock
         self.interval = max(interval, 0.05)
         self.rounds = 0
@@ -66,67 +61,17 @@ class Reconciler:
         """One decision and its writes; True if it wrote anything (decide again at once)."""
         cache = self.cache
         started = time.perf_counter()
-        snapshot = Snapshot(
-            cache.services,
-            cache.taskdefs,
-            cache.tasks,
-            cache.nodes,
-            cache.deployments,
-            cache.volumes,
-        )
-        plan = reconcile(snapshot, self.clock(), seed=cache.revision ^ self.salt)
+        plan = reconcile(cache.snapshot(), self.clock(), seed=cache.revision ^ self.salt)
         self.rounds += 1
         decided = time.perf_counter() - started
         if plan.empty:
             self.observe(decided, decided)
             return False
-        ops = self._ops(plan)  # built before any await: mod revisions match the snapshot
-        all_ok = True
-        for compares, chunk in ops:
-            if await self.writer.commit(compares, chunk) is None:
-                all_ok = False
+        all_ok = await self.applier.apply(plan)
         self.observe(decided, time.perf_counter() - started)
         if not all_ok:
             await asyncio.sleep(0.02)  # lost a CAS: the cache is about to show why
         return True
-
-    def _ops(self, plan: Plan) -> list[tuple[list[Compare], list[Op]]]:
-        now = self.clock()
-        batches: list[tuple[list[Compare], list[Op]]] = []
-        compares: list[Compare] = []
-        ops: list[Op] = []
-        records: list[tuple[str, BaseModel, bool]] = [
-            (k.task_key(new.id), new.model_copy(update={"updated_at": now}), old is not None)
-            for new, old in plan.writes.values()
-        ]
-        # Deployment and service changes ride with the last task writes: one transaction, so a
-        # deployment's progress and the tasks it started or stopped are never seen apart.
-        tail: list[tuple[str, BaseModel, bool]] = [
-            (k.deployment_key(new.id), new, old is not None)
-            for new, old in plan.deployments.values()
-        ]
-        tail += [(k.service_key(new.name), new, True) for new, _old in plan.services.values()]
-        for position, (key, value, exists) in enumerate(records + tail):
-            mod = self.cache.mod_revisions.get(key, 0) if exists else 0
-            compares.append(Compare(key, "mod", "==", mod))
-            ops.append(Put(key, k.encode(value)))
-            if len(ops) >= TXN_WRITES and position < len(records) - 1:
-                batches.append((compares, ops))
-                compares, ops = [], []
-        for event in plan.events:
-            ops.append(
-                new_event(
-                    event.type,
-                    event.message,
-                    now=now,
-                    service=event.service,
-                    task=event.task,
-                    node=event.node,
-                )
-            )
-        if ops:
-            batches.append((compares, ops))
-        return batches
 
 
 class GarbageCollector:
@@ -175,11 +120,11 @@ class GarbageCollector:
     async def collect(self) -> int:
         removed = 0
         for task in self.doomed_tasks(self.clock()):
-            key = k.task_key(task.id)
+            key = kinds.TASK.key(task.id)
             mod = self.cache.mod_revisions.get(key, 0)
             if await self.writer.commit([Compare(key, "mod", "==", mod)], [Delete(key)]):
                 removed += 1
-        kvs, _ = await self.writer.store.range(k.prefix(k.Kind.EVENT))
+        kvs, _ = await self.writer.store.range(kinds.EVENT.prefix)
         old = [Delete(kv.key) for kv in kvs[: max(len(kvs) - self.keep_events, 0)]]
         for start in range(0, len(old), TXN_WRITES):
             await self.writer.store.txn([], old[start : start + TXN_WRITES])

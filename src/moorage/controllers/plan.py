@@ -1,11 +1,11 @@
-"""A reconciler's plan: the writes and events one decision produces (applied by loops.py)."""
+"""A controller's plan: the writes and events one decision produces (applied by apply.py)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 
-from moorage.model import Deployment, Desired, Service, Task, TaskStatus
+from moorage.model import Deployment, Desired, Node, Service, Task, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,16 @@ class EventSpec:
 
 @dataclass
 class Plan:
-    """Task writes (new value, the task as read, or None when creating) and events to record."""
+    """Task writes (new value, the task as read, or None when creating) and events to record;
+    deployment, service and node writes; and `guards`: store keys that must not have moved
+    since the snapshot the plan was decided on (the plan is void if one did)."""
 
     writes: dict[str, tuple[Task, Task | None]] = field(default_factory=dict)
     events: list[EventSpec] = field(default_factory=list)
     deployments: dict[str, tuple[Deployment, Deployment | None]] = field(default_factory=dict)
     services: dict[str, tuple[Service, Service]] = field(default_factory=dict)
+    nodes: dict[str, tuple[Node, Node]] = field(default_factory=dict)
+    guards: list[str] = field(default_factory=list)
 
     def write(self, new: Task, old: Task | None) -> None:
         base = self.writes[new.id][1] if new.id in self.writes else old
@@ -48,9 +52,23 @@ class Plan:
         base = self.services[new.name][1] if new.name in self.services else old
         self.services[new.name] = (new, base)
 
+    def write_node(self, new: Node, old: Node) -> None:
+        base = self.nodes[new.name][1] if new.name in self.nodes else old
+        self.nodes[new.name] = (new, base)
+
+    def event(
+        self,
+        type_: str,
+        message: str,
+        service: str | None = None,
+        task: str | None = None,
+        node: str | None = None,
+    ) -> None:
+        self.events.append(EventSpec(type_, message, service, task, node))
+
     @property
     def empty(self) -> bool:
-        return not (self.writes or self.events or self.deployments or self.services)
+        return not (self.writes or self.events or self.deployments or self.services or self.nodes)
 
 
 def create_task(

@@ -27,9 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from moorage.model import Conflict, Node, NotFound
+from moorage.model.cluster import ClusterSnapshot
 from moorage.scheduler import Ask, ClusterState, place
 
-from .reconcile import Snapshot, allocs, deployment_in_progress, node_infos, service_ask
+from .reconcile import allocs, deployment_in_progress, node_infos, service_ask
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Rebalance:
     message: str = ""
 
 
-def plan_rebalance(snapshot: Snapshot, name: str, seed: int = 0) -> Rebalance:
+def plan_rebalance(snapshot: ClusterSnapshot, name: str, seed: int = 0) -> Rebalance:
     """The tasks of service `name` to migrate. NotFound / Conflict when it cannot rebalance."""
     service = snapshot.services.get(name)
     if service is None:

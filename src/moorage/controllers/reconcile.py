@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from moorage.model import (
     Constraint,
@@ -31,24 +31,14 @@ from moorage.model import (
     TaskDefinition,
     TaskStatus,
 )
-from moorage.model.volume import Volume
+from moorage.model.cluster import ClusterSnapshot
 from moorage.scheduler import Alloc, Ask, ClusterState, NodeInfo, place
 
 from .deployments import step
 from .plan import EventSpec, Plan, create_task, stop_task
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    services: Mapping[str, Service]
-    taskdefs: Mapping[tuple[str, int], TaskDefinition]
-    tasks: Mapping[str, Task]
-    nodes: Mapping[str, Node]
-    deployments: Mapping[str, Deployment] = field(default_factory=dict)
-    volumes: Mapping[str, Volume] = field(default_factory=dict)
-
-
-def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
+def reconcile(snapshot: ClusterSnapshot, now: float, seed: int) -> Plan:
     """Decide every write that brings actual state closer to desired state."""
     plan = Plan()
     rng = random.Random(seed)
@@ -70,7 +60,7 @@ def reconcile(snapshot: Snapshot, now: float, seed: int) -> Plan:
     return plan
 
 
-def _lose_on_down_node(plan: Plan, snapshot: Snapshot, task: Task) -> None:
+def _lose_on_down_node(plan: Plan, snapshot: ClusterSnapshot, task: Task) -> None:
     """A task on a node that is down (or gone) is lost; it is replaced elsewhere, and its node
     stops it if it comes back (desired stop)."""
     if task.node is None or task.status.terminal:
@@ -153,7 +143,7 @@ def _stop_order(task: Task) -> tuple[int, float]:
     return rank.get(task.status, 3), -task.created_at
 
 
-def deployment_in_progress(snapshot: Snapshot, service: Service) -> Deployment | None:
+def deployment_in_progress(snapshot: ClusterSnapshot, service: Service) -> Deployment | None:
     """The deployment that steps this service instead of plain count enforcement, if any
     (running, or failed without a rollback: then both sets are left as they are)."""
     if service.status != "active" or service.deployment_id is None:
@@ -170,7 +160,7 @@ def deployment_in_progress(snapshot: Snapshot, service: Service) -> Deployment |
 
 def _converge(
     plan: Plan,
-    snapshot: Snapshot,
+    snapshot: ClusterSnapshot,
     service: Service | None,
     tasks: list[Task],
     now: float,
@@ -293,7 +283,7 @@ def _replacement_delay(service: Service, tasks: list[Task], now: float) -> float
     return 0.0 if failed <= 1 else float(min(2 ** (failed - 2), service.restart.max_delay))
 
 
-def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> None:
+def _place_pending(plan: Plan, snapshot: ClusterSnapshot, now: float, seed: int) -> None:
     tasks = [plan.current(t) for t in snapshot.tasks.values()]
     tasks += [new for (new, old) in plan.writes.values() if old is None]
     pending = [t for t in tasks if t.desired == Desired.RUN and t.node is None]
@@ -350,7 +340,7 @@ def _place_pending(plan: Plan, snapshot: Snapshot, now: float, seed: int) -> Non
                 _mark_unplaced(plan, service, left, unplaced.reason)
 
 
-def volume_pin(snapshot: Snapshot, taskdef: TaskDefinition) -> tuple[Constraint | None, str]:
+def volume_pin(snapshot: ClusterSnapshot, taskdef: TaskDefinition) -> tuple[Constraint | None, str]:
     """Where a task on local cluster volumes must go: (the constraint pinning it to their
     node, or why it waits: that node is not ready, or two of its volumes live apart)."""
     nodes = set()

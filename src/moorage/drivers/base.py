@@ -1,8 +1,15 @@
 """The Driver contract: how an agent starts, recovers, waits for and stops a workload.
 
-One driver per kind of workload (`process` now, `docker` next). Handles are plain JSON, saved by
-the agent, so a restarted agent recovers running workloads with `recover()`. Every driver passes
+One driver per kind of workload (`process`, `docker`). Handles are plain JSON, saved by the
+agent, so a restarted agent recovers running workloads with `recover()`. Every driver passes
 the same conformance suite (`tests/integration/drivers`).
+
+What only some drivers can do is a capability: a protocol the driver implements, checked with
+`isinstance` where it is used (never an attribute probed for):
+
+    ExecCapable      open_exec(): an interactive command in a running workload (`moorage exec`)
+    CommandCapable   exec(): a command run to completion inside the workload (command checks of
+                     a container that has its own filesystem)
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from moorage.model import Container
 
@@ -135,4 +142,24 @@ class ExecSession(Protocol):
 
     async def close(self) -> None:
         """Kill the command if it still runs; release the streams."""
+        ...
+
+
+@runtime_checkable
+class ExecCapable(Protocol):
+    async def open_exec(
+        self, handle: TaskHandle, command: list[str], env: dict[str, str], tty: bool
+    ) -> ExecSession:
+        """Start `command` in the running workload, its streams open; DriverError when the
+        workload is gone or the command cannot start."""
+        ...
+
+
+@runtime_checkable
+class CommandCapable(Protocol):
+    async def exec(
+        self, handle: TaskHandle, command: list[str], env: dict[str, str], timeout: float
+    ) -> tuple[int, str]:
+        """Run `command` inside the workload to its end: (exit code, combined output). Blocks
+        at most `timeout` seconds (TimeoutError); DriverError when the workload is gone."""
         ...

@@ -11,11 +11,12 @@ management token may do everything. Tokens are stored only as their SHA-256.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import Field
 
-from .errors import FieldError, SpecError
+from .errors import FieldError, Forbidden, SpecError
 from .taskdef import Strict
 
 RESOURCES = ("service", "kv", "node", "secret", "exec", "event", "acl")
@@ -90,3 +91,55 @@ def decide(rules: list[Rule], resource: str, name: str, wanted: Level) -> bool:
         ):
             best = rule
     return best is not None and best.level != Level.DENY and best.level.rank >= wanted.rank
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one call needs: `level` on `resource` `name` (a name "" means all of them)."""
+
+    resource: str
+    name: str
+    level: Level
+
+    def __str__(self) -> str:
+        where = f"{self.resource}:{self.name}" if self.name else self.resource
+        return f"{where} {self.level.value}"
+
+
+class Authorizer:
+    """What one caller's token may do (ALLOW_ALL while ACLs are off, or for management)."""
+
+    def __init__(self, rules: list[Rule] | None, management: bool = False) -> None:
+        self.rules = rules or []
+        self.management = management
+
+    def allows(self, resource: str, name: str, level: Level) -> bool:
+        return self.management or decide(self.rules, resource, name, level)
+
+    def allows_any(self, resource: str, level: Level) -> bool:
+        """Whether some name of `resource` is granted `level`: a call that names what it
+        touches in its body can pass at all (each name is checked once the body is read)."""
+        return self.management or any(
+            rule.resource == resource and decide(self.rules, resource, rule.prefix, level)
+            for rule in self.rules
+        )
+
+    def allows_tree(self, resource: str, prefix: str, level: Level) -> bool:
+        """`level` on `prefix` and on everything under it: no rule for a longer prefix below it
+        grants less (Consul's KeyWritePrefix, which a recursive delete needs)."""
+        if self.management:
+            return True
+        if not decide(self.rules, resource, prefix, level):
+            return False
+        return all(
+            decide(self.rules, resource, rule.prefix, level)
+            for rule in self.rules
+            if rule.resource == resource and rule.prefix.startswith(prefix)
+        )
+
+    def require(self, resource: str, name: str, level: Level) -> None:
+        if not self.allows(resource, name, level):
+            raise Forbidden(f"permission denied: the token lacks {Need(resource, name, level)}")
+
+
+ALLOW_ALL = Authorizer(None, management=True)

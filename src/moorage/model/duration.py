@@ -53,3 +53,31 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A duration field: accepts `10s`/`5m`/numbers, holds seconds, serializes back to `10s`."""
+
+
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNIT = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds of a Go duration (`120000ms`, `1m30s`, `5m`); ValueError when it is not one."""
+    if text in ("0", ""):
+        return 0.0
+    pos, total = 0, 0.0
+    for match in _GO_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _GO_UNIT[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(f"{text!r} is not a Go duration (such as 10s, 120000ms, 5m)")
+    return total

@@ -170,3 +170,20 @@ def volume_problems(
                 )
             )
     return problems
+
+
+def specs_from_json(body: Any) -> list[ServiceSpec]:
+    """One spec object, or a non-empty list of them (the API's JSON form of a deploy)."""
+    if isinstance(body, dict):
+        return [validate_body(ServiceSpec, body)]
+    if not isinstance(body, list) or not body:
+        raise SpecError([FieldError("", "expected a spec object or a non-empty list of them")])
+    specs, errors = [], []
+    for position, item in enumerate(body):
+        try:
+            specs.append(validate_body(ServiceSpec, item, prefix=f"[{position}]"))
+        except SpecError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise SpecError(errors)
+    return specs

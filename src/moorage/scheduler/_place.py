@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ._reasons import explain
-from ._state import Ask, ClusterState, NodeInfo, Placed, Plan, Unplaced
+from ._state import Ask, ClusterState, NodeInfo, Placed, PlaceResult, Unplaced, constraints_ok
 
 IndexKey = tuple[int, int, float, str]
 
@@ -169,23 +169,10 @@ class Work:
             bisect.insort(index, key)
 
 
-def constraints_ok(node: NodeInfo, ask: Ask) -> bool:
-    """The node offers the ask's drivers, and its attributes satisfy every constraint."""
-    if not ask.drivers <= node.drivers:
-        return False
-    for constraint in ask.constraints:
-        if constraint.op == "distinct_hosts":
-            continue
-        attrs = node.attrs if "node.name" in node.attrs else {**node.attrs, "node.name": node.name}
-        if not constraint.matches(dict(attrs)):
-            return False
-    return True
-
-
 ROUNDS = 8  # binpack asks placed together are interleaved in this many slices each
 
 
-def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
+def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> PlaceResult:
     """Place every ask; later asks see earlier placements. `state` is not mutated.
 
     Spread asks and asks with a preference go in order. Plain binpack asks placed together are
@@ -194,7 +181,7 @@ def place(state: ClusterState, asks: Sequence[Ask], seed: int = 0) -> Plan:
     of its own set of nodes.
     """
     work = Work(state, seed, asks)
-    plan = Plan()
+    plan = PlaceResult()
     placed: dict[int, list[Placed]] = {}
     services = Counter(a.service for a in asks)
     interleaved = [

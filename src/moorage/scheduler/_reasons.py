@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from ._place import Work
-    from ._state import Ask, NodeInfo
+from ._state import Ask, ClusterState, NodeInfo, constraints_ok
+
+
+class Work(Protocol):
+    """What `place()` has decided so far, as far as the reasons need it."""
+
+    state: ClusterState
+
+    def count(self, node: str, service: str) -> int: ...
+    def free_cpu(self, node: NodeInfo) -> int: ...
+    def free_mem(self, node: NodeInfo) -> int: ...
+    def static_ports_free(self, node: NodeInfo, ask: Ask) -> bool: ...
 
 
 def _rejection(work: Work, node: NodeInfo, ask: Ask) -> str:
     """The first checker of the chain that rejects node for one more task of ask."""
-    from ._place import constraints_ok
-
     if not node.eligible:
         return "ineligible"
     missing = sorted(ask.drivers - node.drivers)
@@ -35,8 +43,6 @@ def _rejection(work: Work, node: NodeInfo, ask: Ask) -> str:
 
 
 def _only(ask: Ask, constraint: object) -> Ask:
-    from dataclasses import replace
-
     return replace(ask, constraints=(constraint,))  # type: ignore[arg-type]
 
 

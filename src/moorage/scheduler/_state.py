@@ -62,7 +62,7 @@ class Unplaced:
 
 
 @dataclass
-class Plan:
+class PlaceResult:
     placements: dict[int, list[Placed]] = field(default_factory=dict)
     unplaced: dict[int, Unplaced] = field(default_factory=dict)
 
@@ -105,3 +105,16 @@ class ClusterState:
             on[alloc.node] = on.get(alloc.node, 0) + 1
         frozen = {name: frozenset(p) for name, p in ports.items()}
         return cls(by_name, cpu, mem, frozen, by_service)
+
+
+def constraints_ok(node: NodeInfo, ask: Ask) -> bool:
+    """The node offers the ask's drivers, and its attributes satisfy every constraint."""
+    if not ask.drivers <= node.drivers:
+        return False
+    for constraint in ask.constraints:
+        if constraint.op == "distinct_hosts":
+            continue
+        attrs = node.attrs if "node.name" in node.attrs else {**node.attrs, "node.name": node.name}
+        if not constraint.matches(dict(attrs)):
+            return False
+    return True

@@ -3,12 +3,9 @@
     server ── AgentRelay.call(node, method, path) ──▶ http://<node's agent_addr><path>
 
 Used where the server needs a node to act on volume data it never reads itself: snapshots,
-restores, archives (server/snapshots.py) and removing a volume's files (server/volumes.py).
-An agent's error answer becomes the moorage error of its status. A call that fails is one of:
-
-    AgentUnreachable   never sent (no address, connection refused or timed out): the agent
-                       did nothing
-    AgentLost          sent, but no answer came back: the agent may or may not have acted
+restores, archives (ops/snapshots.py) and removing a volume's files (ops/volumes.py).
+An agent's error answer becomes the moorage error of its status; a call that fails is
+AgentUnreachable (never sent) or AgentLost (sent, no answer): moorage.ops.agents.
 """
 
 from __future__ import annotations
@@ -19,18 +16,13 @@ from typing import Any
 import aiohttp
 
 from moorage.model import Conflict, FieldError, NotFound, SpecError, Unavailable
+from moorage.ops.agents import AgentLost, AgentUnreachable
 from moorage.state import StateCache
 
 
-class AgentUnreachable(Unavailable):
-    """The call never reached the agent: nothing was done there."""
-
-
-class AgentLost(Unavailable):
-    """The call was sent and no answer came: whether the agent acted is unknown."""
-
-
 class AgentRelay:
+    """`moorage.ops.agents.AgentCalls` over HTTP, with the cluster's join token."""
+
     def __init__(self, cache: StateCache, session: aiohttp.ClientSession, join_token: str) -> None:
         self.cache = cache
         self.session = session

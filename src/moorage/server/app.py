@@ -2,8 +2,10 @@
 
 ┌──────────────────────────── Server.run() task group ─────────────────────────────┐
 │ StateCache.run  (list + watch the store)                                          │
-│ aiohttp site    (API handlers: reads from the cache, CAS writes via StateWriter)  │
-│ run_as_leader   (Reconciler, GarbageCollector: restarted if they crash)           │
+│ aiohttp site    (routes: HTTP adapters over moorage.ops; reads from the cache,    │
+│                  CAS writes via StateWriter; who may call each: server/auth.py)   │
+│ run_as_leader   (Reconciler, GarbageCollector, liveness, alerts: restarted if     │
+│                  they crash)                                                      │
 └───────────────────────────────────────────────────────────────────────────────────┘
 """
 
@@ -20,35 +22,50 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from moorage.controllers.leader import SoleLeader, run_as_leader
-from moorage.controllers.liveness import NodeLiveness
+from moorage import ops
+from moorage.controllers.alerts import AlertLoop
+from moorage.controllers.leader import Loop, SoleLeader, run_as_leader
+from moorage.controllers.liveness import Heartbeats, NodeLiveness
 from moorage.controllers.loops import GarbageCollector, Reconciler
 from moorage.dns import DnsConfig, DnsServer
 from moorage.metrics.influx import InfluxConfig, InfluxPusher
 from moorage.metrics.notify import Sender
 from moorage.metrics.tsdb import DAY, TimeSeriesStore, TsdbConfig
 from moorage.model import Unavailable
+from moorage.ops.alerts import load_rules_file
 from moorage.state import StateCache, StateWriter
 from moorage.store import Store
 from moorage.store.sqlite import SqliteStore
 
-from .acl import AclApi, AclGuard
-from .alerts import AlertLoop, AlertsApi, load_rules_file
-from .api import Api, table
-from .consul import INDEX, ConsulApi
+from . import (
+    alerts,
+    consul,
+    events,
+    exec,
+    exposition,
+    kv,
+    logs,
+    metrics,
+    nodes,
+    registrations,
+    secrets,
+    services,
+    snapshots,
+    status,
+    tasks,
+    tokens,
+    ui,
+    volumes,
+)
+from .acl import AclGuard
+from .agents import AgentRelay
+from .auth import Gate
+from .consul import INDEX
 from .errors import error_middleware
-from .events import EventsApi
-from .exec import ExecProxy
-from .exposition import ExpositionApi, Internals
+from .exposition import Internals
 from .join import JoinGuard, load_or_create
-from .kv import KvApi
-from .logs import LogsProxy
-from .metrics import MetricsApi, run_metrics_store
-from .registrations import RegistrationsApi
-from .secrets import SecretBox, SecretsApi
-from .snapshots import SnapshotsApi
-from .ui import add_ui
-from .volumes import VolumesApi
+from .metrics import run_metrics_store
+from .routes import Route, RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +85,78 @@ class ServerConfig:
     influx: InfluxConfig | None = None  # `--influx-url`: every ingested point pushed there
 
 
+@dataclass
+class Parts:
+    """What the routes of one server share."""
+
+    cache: StateCache
+    writer: StateWriter
+    clock: Callable[[], float]
+    session: aiohttp.ClientSession
+    data_dir: Path
+    join_token: str
+    metrics: TimeSeriesStore
+    heartbeats: Heartbeats
+    alerts: AlertLoop
+    acl: ops.Acl
+    internals: Internals
+    advertise: str  # HOST:PORT this server answers on (Consul's status/leader)
+    store_name: str = "sqlite"
+    influx: InfluxPusher | None = None
+
+
+def api_routes(parts: Parts) -> list[Route]:
+    """Every route of the server, bound to the objects that answer them."""
+    cache, writer, clock, session = parts.cache, parts.writer, parts.clock, parts.session
+    relay = AgentRelay(cache, session, parts.join_token)
+    volume_ops = ops.Volumes(cache, writer, clock, relay)
+    task_ops = ops.Tasks(cache, writer, clock)
+    box = ops.SecretBox.load(parts.data_dir)
+    forward = parts.influx.offer if parts.influx is not None else None
+    service_ops = ops.Services(cache, writer, clock, volume_ops)
+    node_ops = ops.Nodes(cache, writer, clock, parts.heartbeats)
+    found: list[Route] = []
+    apis: list[tuple[RouteTable, object]] = [
+        (services.routes, services.ServicesApi(service_ops, cache)),
+        (nodes.routes, nodes.NodesApi(node_ops, cache)),
+        (tasks.routes, tasks.TasksApi(task_ops, cache)),
+        (events.routes, events.EventsApi(ops.Events(cache, writer, clock), cache)),
+        (status.routes, status.StatusApi(cache, parts.store_name, lambda: found)),
+        (logs.routes, logs.LogsProxy(task_ops, session, parts.join_token)),
+        (exec.routes, exec.ExecProxy(task_ops, session, parts.join_token)),
+        (secrets.routes, secrets.SecretsApi(ops.Secrets(cache, writer, box, clock))),
+        (consul.routes, consul.ConsulApi(cache, clock, parts.advertise)),
+        (kv.routes, kv.KvApi(ops.Kv(cache, writer), cache)),
+        (tokens.routes, tokens.TokensApi(parts.acl)),
+        (
+            registrations.routes,
+            registrations.RegistrationsApi(ops.Registrations(cache, writer, clock), cache),
+        ),
+        (volumes.routes, volumes.VolumesApi(volume_ops, cache)),
+        (
+            snapshots.routes,
+            snapshots.SnapshotsApi(
+                ops.Snapshots(cache, writer, clock, relay), cache, session, relay
+            ),
+        ),
+        (metrics.routes, metrics.MetricsApi(ops.Metrics(parts.metrics, clock, forward))),
+        (alerts.routes, alerts.AlertsApi(ops.Alerts(cache, writer, clock, parts.alerts), cache)),
+        (
+            exposition.routes,
+            exposition.ExpositionApi(parts.internals, lambda: parts.metrics, clock),
+        ),
+    ]
+    for table, api in apis:
+        found += table.bind(api)
+    found += ui.routes.routes  # plain functions: nothing to bind
+    return found
+
+
 def build_app(
-    api: Api,
-    logs: LogsProxy,
-    secrets: SecretsApi,
-    execs: ExecProxy,
-    *parts: object,
-    acl: AclGuard | None = None,
-    internals: Internals | None = None,
+    routes: list[Route], gate: Gate, cache: StateCache, internals: Internals
 ) -> web.Application:
-    middlewares = [error_middleware] + ([acl.middleware] if acl is not None else [])
-    if internals is not None:  # outermost: it times every request and sees its final status
-        middlewares.insert(0, internals.middleware)
+    """The aiohttp app: every route installed once, with its declared auth enforced."""
+    middlewares = [internals.middleware, error_middleware, gate.middleware]
     # 8 MiB: an agent replaying its metrics buffer sends up to 5,000 points (~1 MB of JSON).
     app = web.Application(
         middlewares=middlewares,
@@ -90,14 +167,11 @@ def build_app(
     async def consul_index(request: web.Request, response: web.StreamResponse) -> None:
         # Consul clients expect X-Consul-Index on every answer, errors included.
         if INDEX not in response.headers:
-            response.headers[INDEX] = str(api.cache.index("*"))
+            response.headers[INDEX] = str(cache.index("*"))
 
     app.on_response_prepare.append(consul_index)
-    bound = {name: getattr(api, name) for name in dir(api) if not name.startswith("_")}
-    for part in (logs, secrets, execs, *parts):
-        bound.update({name: getattr(part, name) for name in dir(part) if not name.startswith("_")})
-    table.install(app, bound)
-    add_ui(app)  # the dashboard's static files (/ui/) and the / redirect
+    gate.install(app, routes)
+    gate.verify(app)
     return app
 
 
@@ -121,7 +195,7 @@ class Server:
         self.store = store
         try:
             self.metrics = self.open_metrics()
-            await self._serve(store, ready)
+            await self._serve(store, self.metrics, ready)
         finally:
             await store.close()
             if self.metrics is not None:
@@ -135,70 +209,55 @@ class Server:
         )
         return TimeSeriesStore(self.config.data_dir / "metrics" / "metrics.db", config, self.clock)
 
-    async def _serve(self, store: Store, ready: asyncio.Event | None) -> None:
+    async def _serve(
+        self, store: Store, tsdb: TimeSeriesStore, ready: asyncio.Event | None
+    ) -> None:
+        config = self.config
         cache = self.cache = StateCache(store)
         writer = StateWriter(store, cache, self.clock)
         writer.observe_commit = self.internals.commit.observe
         async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
             group.create_task(cache.run(), name="state-cache")
             await cache.wait_synced()
-            box = SecretBox.load(self.config.data_dir)
-            api = Api(cache, writer, self.clock, "sqlite")
-            secrets_api = SecretsApi(cache, writer, box, self.clock)
-            self.token_path, digest = load_or_create(self.config.data_dir)
-            api.guard = secrets_api.guard = JoinGuard(digest)
-            host, port = self.config.http_addr
-            consul = ConsulApi(cache, self.clock, f"{host}:{port}")
-            guard = AclGuard(cache, self.config.acl, api.guard)
-            registrations = RegistrationsApi(cache, writer, self.clock)
-            registrations.guard = api.guard
-            volumes = VolumesApi(cache, writer, self.clock)
-            volumes.guard = api.guard
-            join_token = (
-                self.token_path.read_text().strip()
-            )  # agents check it on every relayed call
-            snapshots = SnapshotsApi(cache, writer, self.clock, session, join_token)
-            volumes.agents = snapshots.agents  # `volume rm` has an agent delete the data
-            assert self.metrics is not None
-            metrics = MetricsApi(self.metrics, self.clock)
-            metrics.forward = self.influx.offer if self.influx is not None else None
-            metrics.guard = api.guard
-            group.create_task(run_metrics_store(self.metrics), name="metrics-store")
-            if self.config.alert_rules is not None:
-                await load_rules_file(self.config.alert_rules, writer, self.clock)
-            alerts = AlertLoop(
+            self.token_path, digest = load_or_create(config.data_dir)
+            join_token = self.token_path.read_text().strip()  # agents check it on relayed calls
+            group.create_task(run_metrics_store(tsdb), name="metrics-store")
+            if config.alert_rules is not None:
+                await load_rules_file(config.alert_rules, writer, self.clock)
+            alert_loop = AlertLoop(
                 cache,
                 writer,
                 Sender(session, self.url).send,
                 lambda: self.metrics,
                 self.clock,
-                self.config.alert_interval,
+                config.alert_interval,
             )
             self.internals.watch(cache, lambda: self.dns, self.influx)
             if self.influx is not None:
                 group.create_task(self.influx.run(), name="influx")
-            app = build_app(
-                api,
-                LogsProxy(cache, session, join_token),
-                secrets_api,
-                ExecProxy(cache, session, join_token),
-                consul,
-                KvApi(cache, writer),
-                AclApi(cache, writer, self.clock, self.config.acl),
-                EventsApi(cache, writer, self.clock),
-                registrations,
-                volumes,
-                snapshots,
-                metrics,
-                AlertsApi(cache, writer, self.clock, alerts),
-                ExpositionApi(self.internals, lambda: self.metrics, self.clock),
-                acl=guard,
-                internals=self.internals,
+            host, port = config.http_addr
+            acl = ops.Acl(cache, writer, self.clock, config.acl)
+            parts = Parts(
+                cache,
+                writer,
+                self.clock,
+                session,
+                config.data_dir,
+                join_token,
+                tsdb,
+                Heartbeats(),
+                alert_loop,
+                acl,
+                self.internals,
+                f"{host}:{port}",
+                "sqlite",
+                self.influx,
             )
+            gate = Gate(JoinGuard(digest), AclGuard(cache, acl))
+            app = build_app(api_routes(parts), gate, cache, self.internals)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:
-                host, port = self.config.http_addr
                 try:
                     await web.TCPSite(runner, host, port, reuse_address=True).start()
                 except OSError as exc:
@@ -206,22 +265,10 @@ class Server:
                         f"server cannot listen on {host}:{port} (--http-addr): {exc.strerror}"
                     ) from None
                 log.info("server listening on %s", self.url)
-                if self.config.dns is not None:
-                    self.dns = DnsServer(cache, self.config.dns)
+                if config.dns is not None:
+                    self.dns = DnsServer(cache, config.dns)
                     await self.dns.start()
-                reconciler = Reconciler(cache, writer, self.clock, self.config.reconcile_interval)
-                reconciler.observe = self.internals.observe_round
-                collector = GarbageCollector(
-                    cache, writer, self.clock, interval=self.config.gc_interval
-                )
-                liveness = NodeLiveness(cache, writer, self.clock, api.heartbeats.get)
-                loops = [
-                    ("reconciler", reconciler.run),
-                    ("gc", collector.run),
-                    ("liveness", liveness.run),
-                    ("alerts", alerts.run),
-                ]
-                group.create_task(run_as_leader(SoleLeader(), loops), name="leader")
+                group.create_task(run_as_leader(SoleLeader(), self._loops(parts)), name="leader")
                 if ready is not None:
                     ready.set()
                 await asyncio.Event().wait()
@@ -231,3 +278,17 @@ class Server:
                         await self.dns.close()
                 with contextlib.suppress(Exception):
                     await runner.cleanup()
+
+    def _loops(self, parts: Parts) -> list[tuple[str, Loop]]:
+        """The leader-only control loops."""
+        cache, writer, clock = parts.cache, parts.writer, parts.clock
+        reconciler = Reconciler(cache, writer, clock, self.config.reconcile_interval)
+        reconciler.observe = self.internals.observe_round
+        collector = GarbageCollector(cache, writer, clock, interval=self.config.gc_interval)
+        liveness = NodeLiveness(cache, writer, clock, parts.heartbeats.last_seen)
+        return [
+            ("reconciler", reconciler.run),
+            ("gc", collector.run),
+            ("liveness", liveness.run),
+            ("alerts", parts.alerts.run),
+        ]

@@ -11,7 +11,6 @@ lists the subset.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,12 +20,15 @@ from moorage import __version__
 from moorage.model import FieldError, Health, SpecError
 from moorage.model.acl import Level
 from moorage.model.catalog import Instance
+from moorage.model.duration import parse_go_duration
 from moorage.model.node import Node
 from moorage.state import StateCache
 from moorage.state.catalog import Catalog
 
-from .api import table
-from .authz import authorizer
+from .acl import authorizer
+from .routes import OPEN, RouteTable, acl, acl_filtered, path
+
+routes = RouteTable()
 
 DATACENTER = "dc1"
 CONSUL_VERSION = "1.15.4"  # the Consul API version whose subset we answer
@@ -37,33 +39,6 @@ DEFAULT_WAIT = 300.0
 CHECK_TYPES = {"command": "script", "serf": ""}
 # Parameters every read accepts (consistency modes are no-ops: one server answers from memory).
 COMMON = frozenset({"dc", "index", "wait", "stale", "consistent", "cached", "token", "pretty"})
-
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNIT = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds of a Go duration (`120000ms`, `1m30s`, `5m`); ValueError when it is not one."""
-    if text in ("0", ""):
-        return 0.0
-    pos, total = 0, 0.0
-    for match in _GO_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _GO_UNIT[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or pos == 0:
-        raise ValueError(f"{text!r} is not a Go duration (such as 10s, 120000ms, 5m)")
-    return total
 
 
 def check_params(request: web.Request, allowed: Iterable[str] = ()) -> None:
@@ -214,7 +189,7 @@ class ConsulApi:
         wanted = node_meta_filter(request)
         return lambda node: all(node.attrs.get(k) == v for k, v in wanted.items())
 
-    @table.add("GET", "/v1/agent/self", "Consul: the answering agent", tags=("consul",))
+    @routes.get("/v1/agent/self", "Consul: the answering agent", tags=("consul",), auth=OPEN)
     async def consul_agent_self(self, request: web.Request) -> web.Response:
         check_params(request)
         name = "moorage-server"
@@ -237,23 +212,26 @@ class ConsulApi:
         }
         return consul_json(body, self.cache.index("*"))
 
-    @table.add("GET", "/v1/status/leader", "Consul: the leader's address", tags=("consul",))
+    @routes.get("/v1/status/leader", "Consul: the leader's address", tags=("consul",), auth=OPEN)
     async def consul_status_leader(self, request: web.Request) -> web.Response:
         check_params(request)
         return consul_json(self.advertise, self.cache.index("*"))
 
-    @table.add("GET", "/v1/status/peers", "Consul: the servers' addresses", tags=("consul",))
+    @routes.get("/v1/status/peers", "Consul: the servers' addresses", tags=("consul",), auth=OPEN)
     async def consul_status_peers(self, request: web.Request) -> web.Response:
         check_params(request)
         return consul_json([self.advertise], self.cache.index("*"))
 
-    @table.add("GET", "/v1/catalog/datacenters", "Consul: datacenters", tags=("consul",))
+    @routes.get("/v1/catalog/datacenters", "Consul: datacenters", tags=("consul",), auth=OPEN)
     async def consul_catalog_datacenters(self, request: web.Request) -> web.Response:
         check_params(request)
         return consul_json([DATACENTER], self.cache.index("*"))
 
-    @table.add(
-        "GET", "/v1/catalog/services", "Consul: service names and their tags", tags=("consul",)
+    @routes.get(
+        "/v1/catalog/services",
+        "Consul: service names and their tags",
+        tags=("consul",),
+        auth=acl_filtered("service"),
     )
     async def consul_catalog_services(self, request: web.Request) -> web.Response:
         check_params(request, {"node-meta"})
@@ -269,7 +247,7 @@ class ConsulApi:
                 names[name] = tags  # as Consul: a name is listed while it has instances
         return consul_json(names, index)
 
-    @table.add("GET", "/v1/catalog/nodes", "Consul: nodes", tags=("consul",))
+    @routes.get("/v1/catalog/nodes", "Consul: nodes", tags=("consul",), auth=acl("node"))
     async def consul_catalog_nodes(self, request: web.Request) -> web.Response:
         check_params(request, {"node-meta"})
         matches = self._nodes_matching(request)
@@ -277,8 +255,11 @@ class ConsulApi:
         nodes = sorted(self.cache.nodes.values(), key=lambda n: n.name)
         return consul_json([node_json(n, index) for n in nodes if matches(n)], index)
 
-    @table.add(
-        "GET", "/v1/catalog/service/{name}", "Consul: a service's instances", tags=("consul",)
+    @routes.get(
+        "/v1/catalog/service/{name}",
+        "Consul: a service's instances",
+        tags=("consul",),
+        auth=acl("service", path("name")),
     )
     async def consul_catalog_service(self, request: web.Request) -> web.Response:
         check_params(request, {"tag", "node-meta"})
@@ -299,11 +280,11 @@ class ConsulApi:
             out.append(entry)
         return consul_json(out, index)
 
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/health/service/{name}",
         "Consul: a service's instances with their checks",
         tags=("consul",),
+        auth=acl("service", path("name")),
     )
     async def consul_health_service(self, request: web.Request) -> web.Response:
         check_params(request, {"tag", "node-meta", "passing"})
@@ -323,8 +304,11 @@ class ConsulApi:
             )
         return consul_json(out, index)
 
-    @table.add(
-        "GET", "/v1/health/checks/{name}", "Consul: the checks of a service", tags=("consul",)
+    @routes.get(
+        "/v1/health/checks/{name}",
+        "Consul: the checks of a service",
+        tags=("consul",),
+        auth=acl("service", path("name")),
     )
     async def consul_health_checks(self, request: web.Request) -> web.Response:
         check_params(request, {"node-meta"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -10,7 +9,6 @@ from aiohttp import web
 
 from moorage.model import (
     Conflict,
-    FieldError,
     Forbidden,
     MoorageError,
     NotFound,
@@ -68,14 +66,3 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def _allow(exc: web.HTTPException) -> dict[str, str]:
     allow = exc.headers.get("Allow")
     return {"Allow": allow} if allow else {}
-
-
-async def read_json(request: web.Request) -> object:
-    """The request body as JSON, or a 400 naming the problem."""
-    raw = await request.read()
-    if not raw:
-        raise SpecError([FieldError("", "the request body is empty")], code="invalid_body")
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise SpecError([FieldError("", f"invalid JSON: {exc}")], code="invalid_body") from None

@@ -1,28 +1,27 @@
-"""User events, Consul's `/v1/event/*`: fire a named event with a small payload; agents that
-have a handler for the name run it (the payload on stdin). The newest 256 events are kept."""
+"""Events over HTTP (`moorage.ops.events`): the cluster's (a list, a live stream) and users'
+(Consul's `/v1/event/fire` and `/v1/event/list`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import re
-import secrets
-from collections.abc import Callable
+import json
 from typing import Any
 
 from aiohttp import web
 
-from moorage.model import FieldError, SpecError, TaskStatus
+from moorage.model import Event
 from moorage.model.event import UserEvent
-from moorage.state import StateCache, StateWriter, Topic
-from moorage.state import keys as k
-from moorage.store import Delete, Op, Put
+from moorage.ops import Events
+from moorage.state import StateCache, Topic
 
-from .api import table
+from .blocking import block
 from .consul import blocking_params, check_params, consul_json
+from .http import int_query, respond
+from .routes import RouteTable, acl, path
 
-KEEP = 256
-MAX_PAYLOAD = 100 * 1024  # Consul's is ~100 KiB less overhead: keep events small
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+routes = RouteTable()
+KEEPALIVE = 15.0  # seconds between comments on an idle event stream
 
 
 def event_json(event: UserEvent) -> dict[str, Any]:
@@ -39,58 +38,76 @@ def event_json(event: UserEvent) -> dict[str, Any]:
 
 
 class EventsApi:
-    def __init__(self, cache: StateCache, writer: StateWriter, clock: Callable[[], float]) -> None:
+    def __init__(self, events: Events, cache: StateCache) -> None:
+        self.events = events
         self.cache = cache
-        self.writer = writer
-        self.clock = clock
 
-    @table.add(
-        "PUT", "/v1/event/fire/{name}", "Fire a user event (body: the payload)", tags=("events",)
+    # ---- the cluster's -----------------------------------------------------------------
+    @routes.get(
+        "/v1/events",
+        "Recent cluster events (newest last)",
+        auth=acl("event"),
+        response=list[Event],
+        query=("service", "after"),
+        blocking=True,
+        tags=("events",),
+    )
+    async def list_events(self, request: web.Request) -> web.Response:
+        index = await block(request, self.cache, Topic.EVENTS)
+        after = int_query(request, "after", 0)
+        return respond(self.events.history(after, request.query.get("service")), index)
+
+    @routes.get(
+        "/v1/events/stream",
+        "Cluster events as they happen (server-sent events)",
+        auth=acl("event"),
+        query=("service", "after"),
+        content_type="text/event-stream",
+        tags=("events",),
+    )
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        service = request.query.get("service")
+        after = int_query(request, "after", self.cache.index(Topic.EVENTS))
+        queue = self.cache.subscribe_events()
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            backlog = self.events.history(after, None)
+            seen = max((e.revision for e in backlog), default=after)
+            for event in backlog:
+                await _send_event(response, event, service)
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE)
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                if event.revision > seen:
+                    await _send_event(response, event, service)
+        finally:
+            self.cache.unsubscribe_events(queue)
+
+    # ---- users' (Consul's) -------------------------------------------------------------
+    @routes.put(
+        "/v1/event/fire/{name}",
+        "Fire a user event (body: the payload)",
+        auth=acl("event", path("name")),
+        tags=("events",),
     )
     async def event_fire(self, request: web.Request) -> web.Response:
         check_params(request, {"node", "service", "tag"})
-        name = request.match_info["name"]
-        problems = []
-        if not NAME.match(name):
-            problems.append(FieldError("name", "must be 1-128 letters, digits, '.', '_' or '-'"))
-        payload = await request.read()
-        if len(payload) > MAX_PAYLOAD:
-            problems.append(
-                FieldError("payload", f"is {len(payload)} bytes; at most {MAX_PAYLOAD}")
-            )
         filters = {name: request.query.get(name, "") for name in ("node", "service", "tag")}
-        for field, pattern in filters.items():
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                problems.append(FieldError(field, f"is not a regular expression: {exc}"))
-        if filters["tag"] and not filters["service"]:
-            problems.append(FieldError("tag", "filters a service's tags: give `service` too"))
-        if problems:
-            raise SpecError(problems)
-        now = self.clock()
-        event_id = f"{int(now * 1e9):020d}-{secrets.token_hex(4)}"
-        event = UserEvent(
-            id=event_id,
-            name=name,
-            payload=payload,
-            node_filter=filters["node"],
-            service_filter=filters["service"],
-            tag_filter=filters["tag"],
-            time=now,
-        )
-        ops: list[Op] = [Put(k.user_event_key(event_id), k.encode(event))]
-        old = sorted(self.cache.user_events)
-        ops += [Delete(k.user_event_key(key)) for key in old[: max(0, len(old) + 1 - KEEP)]]
-        revision = await self.writer.commit([], ops)
-        stored = event.model_copy(update={"ltime": revision or 0})
-        return consul_json(event_json(stored), revision or self.cache.index(Topic.USER_EVENTS))
+        payload = await request.read()
+        stored = await self.events.fire(request.match_info["name"], payload, filters)
+        return consul_json(event_json(stored), stored.ltime or self.cache.index(Topic.USER_EVENTS))
 
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/event/list",
         "The newest user events (blocking: index, wait); `name`, and `node`: only the events"
         " whose filters select that node",
+        auth=acl("event", agents=True),
         query=("name", "node"),
         tags=("events",),
     )
@@ -101,32 +118,12 @@ class EventsApi:
             index = await self.cache.wait(Topic.USER_EVENTS, index, wait)
         else:
             index = self.cache.index(Topic.USER_EVENTS)
-        name, node = request.query.get("name"), request.query.get("node")
-        events = [
-            e
-            for _, e in sorted(self.cache.user_events.items())
-            if (name is None or e.name == name) and (node is None or self.aimed_at(e, node))
-        ]
-        return consul_json([event_json(e) for e in events], index)
+        found = self.events.user_events(request.query.get("name"), request.query.get("node"))
+        return consul_json([event_json(e) for e in found], index)
 
-    def aimed_at(self, event: UserEvent, node: str) -> bool:
-        """Whether the event's filters select `node`, as Consul's agents decide (unanchored
-        regular expressions): its name; with a service filter, a service with a running task on
-        the node; with a tag filter too, one of that service's discovery tags."""
-        if event.node_filter and re.search(event.node_filter, node) is None:
-            return False
-        if not event.service_filter:
-            return True
-        running = {
-            t.service for t in self.cache.tasks_on_node(node) if t.status == TaskStatus.RUNNING
-        }
-        for service in running:
-            if re.search(event.service_filter, service) is None:
-                continue
-            if not event.tag_filter:
-                return True
-            found = self.cache.services.get(service)
-            tags = found.discovery.tags if found is not None and found.discovery else []
-            if any(re.search(event.tag_filter, tag) for tag in tags):
-                return True
-        return False
+
+async def _send_event(response: web.StreamResponse, event: Event, service: str | None) -> None:
+    if service and event.service != service:
+        return
+    payload = json.dumps(event.model_dump(mode="json"))
+    await response.write(f"id: {event.revision}\nevent: {event.type}\ndata: {payload}\n\n".encode())

@@ -11,37 +11,25 @@ import contextlib
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from moorage.model import FieldError, NotFound, SpecError, Task, TaskStatus, Unavailable
-from moorage.state import StateCache
+from moorage.model import FieldError, SpecError, Unavailable
+from moorage.model.acl import Level
+from moorage.ops import Tasks
 
-from .api import table
+from .routes import RouteTable, acl, task_service
+
+routes = RouteTable()
 
 
 class ExecProxy:
-    def __init__(self, cache: StateCache, session: aiohttp.ClientSession, join_token: str) -> None:
-        self.cache = cache
+    def __init__(self, tasks: Tasks, session: aiohttp.ClientSession, join_token: str) -> None:
+        self.tasks = tasks
         self.session = session
         self.auth = {"Authorization": f"Bearer {join_token}"}  # agents answer only the cluster
 
-    def _target(self, target: str) -> Task:
-        task = self.cache.tasks.get(target)
-        if task is None:
-            if target not in self.cache.services:
-                raise NotFound(f"no task or service named {target!r}")
-            running = [
-                t for t in self.cache.tasks_of_service(target) if t.status == TaskStatus.RUNNING
-            ]
-            if not running:
-                raise Unavailable(f"{target} has no running task")
-            task = running[0]
-        if task.status != TaskStatus.RUNNING or not task.node:
-            raise Unavailable(f"task {task.id} is not running ({task.status})")
-        return task
-
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/exec/{target}",
         "Run a command in a task (a task id, or a service: its first running task); WebSocket",
+        auth=acl("exec", task_service("target"), Level.WRITE),
         query=("cmd", "container", "tty"),
         tags=("tasks",),
     )
@@ -51,11 +39,8 @@ class ExecProxy:
             raise SpecError(
                 [FieldError("cmd", "the command to run is missing")], code="invalid_query"
             )
-        task = self._target(request.match_info["target"])
-        node = self.cache.nodes.get(task.node or "")
-        if node is None or not node.agent_addr:
-            raise Unavailable(f"the agent of node {task.node} is unknown")
-        url = f"http://{node.agent_addr}/v1/tasks/{task.id}/exec"
+        task = self.tasks.running(request.match_info["target"])
+        url = f"http://{self.tasks.agent_of(task)}/v1/tasks/{task.id}/exec"
         params = [("cmd", c) for c in command]
         for name in ("container", "tty"):
             if request.query.get(name):

@@ -11,7 +11,7 @@
 The lower layers know nothing of prometheus-client: they call a plain function (`observe`)
 or keep a plain counter that the collectors here read. The registry belongs to one server, so
 servers in one process (tests) never share a series. Under `--acl`, /metrics needs read on
-every node and every service (server/acl.py).
+every node and every service (declared with the route).
 """
 
 from __future__ import annotations
@@ -35,11 +35,18 @@ from moorage.dns import DnsServer
 from moorage.metrics.exposition import StoreCollector
 from moorage.metrics.influx import InfluxPusher
 from moorage.metrics.model import MetricsStore
+from moorage.model.acl import Level, Need
 from moorage.state import StateCache
 
-from .api import table
+from .routes import RouteTable, acl_needs
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+routes = RouteTable()
+# Every node's and service's series: read on all of them (docs/metrics.md).
+EVERYTHING = acl_needs(
+    lambda request, cache: [Need("node", "", Level.READ), Need("service", "", Level.READ)],
+    "node read and service read (all of them)",
+)
 
 # Seconds: API calls and commits take milliseconds; blocking queries and streams take long.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 300)
@@ -136,10 +143,10 @@ class ExpositionApi:
         self.registry = internals.registry
         self.registry.register(StoreCollector(store, clock))
 
-    @table.add(
-        "GET",
+    @routes.get(
         "/metrics",
         "Prometheus exposition (text 0.0.4): node, task and agent series, and the server's own",
+        auth=EVERYTHING,
         content_type="text/plain",
         tags=("metrics",),
     )

@@ -23,15 +23,17 @@ from pydantic import BaseModel, Field
 
 from moorage.model import FieldError, Forbidden, MoorageError, SpecError
 from moorage.model.acl import Level
-from moorage.state import StateCache, StateWriter
-from moorage.state.kv import MAX_FLAGS, KvEntry, encode_value, kv_key
-from moorage.store import Compare, Delete, Get, Op, Put
+from moorage.model.duration import parse_go_duration
+from moorage.ops import Kv
+from moorage.state import StateCache
+from moorage.state.kv import MAX_FLAGS, KvEntry
 
-from .api import table
-from .authz import authorizer
+from .acl import authorizer
 from .blocking import INDEX_HEADER
-from .consul import parse_go_duration
 from .errors import error_response
+from .routes import RouteTable, acl, path
+
+routes = RouteTable()
 
 DATACENTER = "dc1"
 CONSUL_INDEX = "X-Consul-Index"
@@ -145,9 +147,9 @@ def _entries(entries: list[KvEntry], request: web.Request) -> bytes:
 class KvApi:
     """`/v1/kv/<key>` over the cache's `KvState` (reads) and the store (transactions)."""
 
-    def __init__(self, cache: StateCache, writer: StateWriter) -> None:
+    def __init__(self, kv: Kv, cache: StateCache) -> None:
+        self.kv = kv
         self.cache = cache
-        self.writer = writer
 
     # ---- the ACL hook ----------------------------------------------------------------------
     def authorize(self, request: web.Request, resource: str, name: str, access: Access) -> None:
@@ -172,37 +174,37 @@ class KvApi:
         return [name for name in names if authz.allows("kv", name, Level.READ)]
 
     # ---- handlers --------------------------------------------------------------------------
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/kv/{key:.*}",
         "Consul KV: read a key (`?raw` for its bytes), or list a prefix (`?recurse`, `?keys`)",
         response=list[KvPair],
         query=("recurse", "keys", "separator", "raw", "dc", "stale", "consistent"),
         blocking=True,
+        auth=acl("kv", path("key")),
         tags=("kv",),
     )
     async def kv_get(self, request: web.Request) -> web.Response:
         return await self._answer(request, self._get)
 
-    @table.add(
-        "PUT",
+    @routes.put(
         "/v1/kv/{key:.*}",
         "Consul KV: write a key (body = the raw value, ≤ 512 KiB); `?cas=N` (0: only if absent),"
         " `?flags=N`; answers true or false",
         response=bool,
         query=("cas", "flags", "dc"),
+        auth=acl("kv", path("key")),
         tags=("kv",),
     )
     async def kv_put(self, request: web.Request) -> web.Response:
         return await self._answer(request, self._put)
 
-    @table.add(
-        "DELETE",
+    @routes.delete(
         "/v1/kv/{key:.*}",
         "Consul KV: delete a key (`?recurse`: every key under the prefix; `?cas=N`); answers"
         " true or false",
         response=bool,
         query=("recurse", "cas", "dc"),
+        auth=acl("kv", path("key")),
         tags=("kv",),
     )
     async def kv_delete(self, request: web.Request) -> web.Response:
@@ -269,13 +271,7 @@ class KvApi:
         cas = _uint64(request, "cas")
         self.authorize(request, "kv", key, "write")
         value = await _read_value(request)
-        stored = kv_key(key)
-        compares: list[Compare] = []
-        if cas is not None:
-            compares.append(
-                Compare.absent(stored) if cas == 0 else Compare(stored, "mod", "==", cas)
-            )
-        return await self._commit(request, compares, [Put(stored, encode_value(value, flags))])
+        return _done(*await self.kv.put(key, value, flags, cas))
 
     async def _delete(self, request: web.Request) -> web.Response:
         _check(request, DELETE_PARAMS)
@@ -287,26 +283,11 @@ class KvApi:
         if not key and not recurse:
             raise _bad("key", "is missing: DELETE /v1/kv/<key> (or /v1/kv/?recurse)", "invalid_key")
         self.authorize(request, "kv", key, "write")
-        stored = kv_key(key)
-        if cas is None:
-            return await self._commit(request, [], [Delete(stored, prefix=recurse)])
-        # As Consul: the key goes only if its ModifyIndex is `cas`; a missing key answers true.
-        return await self._commit(
-            request, [Compare(stored, "mod", "==", cas)], [Delete(stored)], [Get(stored)]
-        )
+        return _done(*await self.kv.delete(key, recurse, cas))
 
-    async def _commit(
-        self,
-        request: web.Request,
-        compares: list[Compare],
-        success: list[Op],
-        failure: list[Op] | None = None,
-    ) -> web.Response:
-        result = await self.writer.store.txn(compares, success, failure or [])
-        # Read-your-writes, and a lost CAS is visible in the cache too when the answer comes.
-        await self.cache.wait_revision(result.revision)
-        done = result.succeeded or (failure is not None and not result.responses[0])
-        return _json(b"true" if done else b"false", result.revision)
+
+def _done(done: bool, revision: int) -> web.Response:
+    return _json(b"true" if done else b"false", revision)
 
 
 async def _read_value(request: web.Request) -> bytes:

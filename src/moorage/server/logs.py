@@ -11,50 +11,43 @@ import contextlib
 import aiohttp
 from aiohttp import web
 
-from moorage.model import FieldError, NotFound, SpecError, Task, Unavailable
-from moorage.state import StateCache
+from moorage.model import FieldError, SpecError, Task, Unavailable
+from moorage.ops import Tasks
 
-from .api import table
+from .routes import RouteTable, acl, path, task_service
+
+routes = RouteTable()
 
 STREAMS = ("stdout", "stderr", "both")
 
 
 class LogsProxy:
-    def __init__(self, cache: StateCache, session: aiohttp.ClientSession, join_token: str) -> None:
-        self.cache = cache
+    def __init__(self, tasks: Tasks, session: aiohttp.ClientSession, join_token: str) -> None:
+        self.tasks = tasks
         self.session = session
         self.auth = {"Authorization": f"Bearer {join_token}"}  # agents answer only the cluster
 
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/services/{name}/logs",
         "Logs of every task of a service, each line prefixed by task id",
+        auth=acl("service", path("name")),
         query=("follow", "stream", "tail", "container"),
         content_type="text/plain",
         tags=("services",),
     )
     async def service_logs(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if name not in self.cache.services:
-            raise NotFound(f"no service named {name!r}")
-        tasks = [t for t in self.cache.tasks_of_service(name) if t.node and t.live]
-        return await self._stream(request, tasks)
+        return await self._stream(request, self.tasks.placed_of_service(request.match_info["name"]))
 
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/tasks/{id}/logs",
         "Logs of one task",
+        auth=acl("service", task_service("id")),
         query=("follow", "stream", "tail", "container"),
         content_type="text/plain",
         tags=("tasks",),
     )
     async def task_logs(self, request: web.Request) -> web.StreamResponse:
-        task = self.cache.tasks.get(request.match_info["id"])
-        if task is None:
-            raise NotFound(f"no task {request.match_info['id']!r}")
-        if task.node is None:
-            raise Unavailable(f"task {task.id} is not placed yet: {task.message or 'pending'}")
-        return await self._stream(request, [task])
+        return await self._stream(request, [self.tasks.placed(request.match_info["id"])])
 
     async def _stream(self, request: web.Request, tasks: list[Task]) -> web.StreamResponse:
         params = _params(request)
@@ -76,10 +69,10 @@ class LogsProxy:
         lock: asyncio.Lock,
         prefix: bool,
     ) -> None:
-        node = self.cache.nodes.get(task.node or "")
-        if node is None or not node.agent_addr:
+        try:
+            url = f"http://{self.tasks.agent_of(task)}/v1/tasks/{task.id}/logs"
+        except Unavailable:
             return
-        url = f"http://{node.agent_addr}/v1/tasks/{task.id}/logs"
         label = f"{task.id} | ".encode() if prefix else b""
         try:
             async with self.session.get(

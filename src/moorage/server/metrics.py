@@ -1,4 +1,4 @@
-"""Metrics on the server (docs/metrics.md): the agents' batches in, queries out.
+"""Metrics over HTTP (docs/metrics.md, `moorage.ops.metrics`): the agents' batches in, queries out.
 
     POST /v1/metrics/ingest    agents (join token): a `Batch` → {"kept", "received"}; unless
                                the batch carries agent_metrics_dropped_total itself (moorage's
@@ -22,98 +22,85 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable
 
 from aiohttp import web
-from pydantic import BaseModel
 
-from moorage.metrics.model import Batch, Point, Series, SeriesInfo
-from moorage.metrics.params import parse_query
+from moorage.metrics.model import Batch, Series, SeriesInfo
 from moorage.metrics.tsdb import TimeSeriesStore
 from moorage.model import validate_body
+from moorage.model.acl import Level, Need
+from moorage.ops import Metrics
+from moorage.ops.metrics import IngestResult
+from moorage.state import StateCache
 
-from .api import respond, table
-from .errors import read_json
-from .join import JoinGuard
+from .http import read_json, respond
+from .routes import AGENT, RouteTable, acl_needs
 
 log = logging.getLogger(__name__)
+routes = RouteTable()
 
-DROPPED = "agent_metrics_dropped_total"
 MAINTAIN_EVERY = 60.0
 SEAL_SLICE = 100  # series sealed per step: ~30 ms of work, then the loop runs again
 
 
-class IngestResult(BaseModel):
-    received: int
-    kept: int  # the others were too old, too far ahead, not finite or in a sealed hour
+def metrics_needs(request: web.Request, cache: StateCache) -> list[Need]:
+    """Metrics describe nodes and the services' tasks on them, so reading them is reading
+    those: a task series (`task_*`) needs read on its service (the `service` matcher, else
+    all services); a node or agent series needs read on its node (the `node` matcher, else
+    all nodes); anything else (no metric named: every series) needs both on all."""
+    params = request.query
+    metric = params.get("metric", "")
+    service = Need("service", params.get("service", ""), Level.READ)
+    node = Need("node", params.get("node", ""), Level.READ)
+    if metric.startswith("task_"):
+        return [service]
+    if metric.startswith(("node_", "agent_")):
+        return [node]
+    return [Need("service", "", Level.READ), Need("node", "", Level.READ)]
+
+
+QUERY_AUTH = acl_needs(metrics_needs, "service:<service> or node:<node> read, by the metric")
 
 
 class MetricsApi:
-    def __init__(self, store: TimeSeriesStore, clock: Callable[[], float]) -> None:
-        self.store = store
-        self.clock = clock
-        self.guard: JoinGuard | None = None  # set by the server: ingest is the agents'
-        self._dropped: dict[str, float] = {}  # node → agent_metrics_dropped_total
-        # every ingested point also goes there (set by the server: `--influx-url`)
-        self.forward: Callable[[list[Point]], None] | None = None
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
-    @table.add(
-        "POST",
+    @routes.post(
         "/v1/metrics/ingest",
         "Agent: a batch of metric points",
+        auth=AGENT,
         body=Batch,
         response=IngestResult,
         tags=("agents", "metrics"),
     )
     async def metrics_ingest(self, request: web.Request) -> web.Response:
-        if self.guard is not None:
-            self.guard.check(request)
         batch = validate_body(Batch, await read_json(request))
-        kept = self.store.ingest(batch.points)
-        if self.forward is not None:
-            self.forward(batch.points)
-        if not any(p.metric == DROPPED for p in batch.points):
-            self._count_dropped(batch.node, batch.dropped)
-        return respond(IngestResult(received=len(batch.points), kept=kept))
+        return respond(self.metrics.ingest(batch))
 
-    def _count_dropped(self, node: str, dropped: int) -> None:
-        total = self._dropped.get(node)
-        if total is None:  # carry on from the stored counter across a server restart
-            total = self.store.last_value(DROPPED, {"node": node}) or 0.0
-        total += max(0, dropped)
-        self._dropped[node] = total
-        point = Point(metric=DROPPED, labels={"node": node}, ts=self.clock(), value=total)
-        self.store.ingest([point])
-        if self.forward is not None:
-            self.forward([point])
-
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/metrics/query",
         "Query a metric: step buckets, an aggregation, optional grouping",
+        auth=QUERY_AUTH,
         response=list[Series],
         query=("metric", "from", "to", "step", "agg", "by"),
         tags=("metrics",),
     )
     async def metrics_query(self, request: web.Request) -> web.Response:
-        query = parse_query(request.query, self.clock())
-        found = self.store.query(query)
+        found = self.metrics.query(request.query)
         body = [{"metric": s.metric, "labels": s.labels, "points": s.points} for s in found]
         return web.Response(text=json.dumps(body), content_type="application/json")
 
-    @table.add(
-        "GET",
+    @routes.get(
         "/v1/metrics/series",
         "The series the store knows (of a metric, matching labels), with their last sample",
+        auth=QUERY_AUTH,
         response=list[SeriesInfo],
         query=("metric",),
         tags=("metrics",),
     )
     async def metrics_series(self, request: web.Request) -> web.Response:
-        params = dict(request.query)
-        params.pop("token", None)
-        metric = params.pop("metric", None) or None
-        return respond(self.store.series(metric, params))
+        return respond(self.metrics.series(request.query))
 
 
 async def run_metrics_store(store: TimeSeriesStore) -> None:

@@ -6,7 +6,7 @@
 
 The pages are plain HTML and JavaScript modules with no build step; they read everything from
 the `/v1` API in the browser, with the token the user enters (`X-Moorage-Token`), so these
-routes carry no data and the ACL middleware lets them through (it only checks `/v1/`).
+routes carry no data and anyone may fetch them (OPEN).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+
+from .routes import OPEN, RouteTable
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 # The pages build the DOM from text nodes; the policy is the second line of defence: no inline
@@ -28,18 +30,22 @@ HEADERS = {
     "Cache-Control": "no-cache",
 }
 
+routes = RouteTable()
 
+
+@routes.get("/", "The dashboard's address", auth=OPEN, tags=("ui",))
 async def _root(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/ui/")
 
 
+@routes.get("/ui", "The dashboard's address", auth=OPEN, tags=("ui",))
+async def _ui(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/ui/")
+
+
+@routes.get("/ui/", "The dashboard", auth=OPEN, tags=("ui",))
 async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(UI_DIR / "index.html", headers=HEADERS)
 
 
-def add_ui(app: web.Application) -> None:
-    """Serve the dashboard on `/ui/` and send `/` there."""
-    app.router.add_get("/", _root)
-    app.router.add_get("/ui", _root)
-    app.router.add_get("/ui/", _index)
-    app.router.add_static("/ui/static/", UI_DIR / "static", append_version=False)
+routes.static("/ui/static/", UI_DIR / "static", "The dashboard's files", auth=OPEN)

@@ -13,8 +13,9 @@ from moorage.model import Desired, Health, Node, Service, Task, TaskStatus
 from moorage.model.catalog import Instance, InstanceCheck, Registration
 from moorage.model.node import NodeStatus
 
-from . import keys
-from .cache import StateCache, Topic
+from . import kinds
+from .cache import StateCache
+from .topics import Topic
 
 NODE_CHECK = "serfHealth"  # Consul's id for the node's own check; tools filter on it
 
@@ -89,7 +90,7 @@ class Catalog:
                     kind=state.kind,
                 )
             )
-        revision = max(1, self.cache.mod_revisions.get(keys.task_key(task.id), 1))
+        revision = max(1, self.cache.mod_revisions.get(kinds.TASK.key(task.id), 1))
         return Instance(
             id=task.id,
             name=name,
@@ -115,7 +116,7 @@ class Catalog:
             InstanceCheck(id=c.id, name=c.name, status=c.status, output=c.output, kind=c.kind)
             for c in registration.checks
         ]
-        revision = max(1, self.cache.mod_revisions.get(keys.registration_key(registration.id), 1))
+        revision = max(1, self.cache.mod_revisions.get(kinds.REGISTRATION.key(registration.id), 1))
         return Instance(
             id=registration.id,
             name=registration.name,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 
 from moorage.store import KeyValue, WatchEvent
 
-from .keys import ROOT
+from .kinds import ROOT
 
 KV_ROOT = f"{ROOT}kv/"
 HEADER = struct.Struct(">BQ")

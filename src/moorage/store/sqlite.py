@@ -20,7 +20,6 @@ falls below the compaction point gets `Compacted`.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import sqlite3
 import threading
@@ -30,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._recent import RECENT_BYTES, RecentEvents, Row
 from .base import (
     Compacted,
     Compare,
@@ -66,16 +66,11 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compact', 0), ('lease_seq',
 _PUT = 0
 _DELETE = 1
 WATCH_BATCH = 1000
-# The newest committed events kept in memory (caught-up watchers read them, not the disk): at
-# most RECENT events and RECENT_BYTES of values (each trimmed back to that at twice as much).
-RECENT = 20_000
-RECENT_BYTES = 16 << 20
 # A batch's events are read back and kept in memory only up to this many: that saves the many
 # small commits of a busy API a trip to the SQLite thread each, while a bulk write (thousands
 # of tasks placed at once) is read from history once, by the watchers, instead of twice.
 RECENT_BATCH = 1_000
 
-Row = tuple[int, int, WatchEvent]  # (revision, index in the revision, event)
 Written = tuple[int, int, list[Row] | None]  # a batch's first and last revision, its events
 Pending = tuple[list[Compare], list[Op], list[Op], "asyncio.Future[TxnResult]"]
 
@@ -107,12 +102,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._queue: list[Pending] = []
         self._committing = False
-        # The newest committed events, in (rev, idx) order: every event of revisions
-        # _recent_from.._head is here, so a caught-up watcher needs no trip to the SQLite thread.
-        self._recent: list[Row] = []
-        self._recent_bytes = 0
-        self._recent_from = 1
-        self._head = 0
+        self._recent = RecentEvents()  # caught-up watchers read these, not the disk
 
     @classmethod
     async def open(
@@ -127,8 +117,7 @@ class SqliteStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-sqlite")
         conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, str(path))
         store = cls(conn, executor, history_limit, clock)
-        store._head = await store._run(store._meta, "revision")
-        store._recent_from = store._head + 1
+        store._recent.start(await store._run(store._meta, "revision"))
         store._expiry = asyncio.create_task(
             store._expire_loop(lease_check_interval), name="sqlite-lease-expiry"
         )
@@ -244,7 +233,7 @@ class SqliteStore:
                     ops = success if outcome.succeeded else failure
                     wrote |= any(not isinstance(op, Get) for op in ops)
             if written is not None:
-                self._remember(*written)
+                self._recent.remember(*written)
             if wrote:  # first: the cache's watcher runs before the writers resume
                 self._notify()
             for (*_, future), outcome in zip(batch, outcomes, strict=True):
@@ -322,34 +311,6 @@ class SqliteStore:
             "SELECT ?, ?, key, 0, value, create_rev, version, lease FROM kv WHERE key = ?",
             [(rev, idx, p.key) for p, rev, idx in puts],
         )
-
-    def _remember(self, first: int, last: int, rows: list[Row] | None) -> None:
-        """Keep a committed batch's events for caught-up watchers (loop thread only)."""
-        if rows is None or first != self._head + 1:  # too many, or a write we did not see
-            self._recent, self._recent_bytes = [], 0
-            self._recent_from = last + 1
-        else:
-            recent = self._recent
-            recent.extend(rows)
-            self._recent_bytes += sum(len(row[2].kv.value) for row in rows)
-            if len(recent) > 2 * RECENT or self._recent_bytes > 2 * RECENT_BYTES:
-                cut, size = 0, self._recent_bytes
-                while cut < len(recent) and (len(recent) - cut > RECENT or size > RECENT_BYTES):
-                    size -= len(recent[cut][2].kv.value)
-                    cut += 1
-                # A revision cut in two is no longer whole in memory.
-                split = 0 < cut < len(recent) and recent[cut - 1][0] == recent[cut][0]
-                del recent[:cut]
-                self._recent_bytes = size
-                self._recent_from = recent[0][0] + split if recent else last + 1
-        self._head = max(self._head, last)
-
-    def _forget_recent(self, revision: int) -> None:
-        """A write that did not go through a batch (lease expiry): watchers read it from disk.
-        (Batches committed after it may already be remembered: memory restarts past them.)"""
-        self._head = max(self._head, revision)
-        self._recent, self._recent_bytes = [], 0
-        self._recent_from = self._head + 1
 
     def _txn_body(
         self, compares: list[Compare], success: list[Op], failure: list[Op], revision: int
@@ -478,7 +439,7 @@ class SqliteStore:
             changed = self._changed
             if self._closed:
                 raise StoreClosed("store is closed")
-            recent = None if fresh else self._recent_after(prefix, end, cursor)
+            recent = None if fresh else self._recent.after(prefix, end, cursor, WATCH_BATCH)
             fresh = False
             if recent is not None:
                 rows, head = recent
@@ -494,17 +455,6 @@ class SqliteStore:
                 # later must not cancel this watcher (etcd only cancels watchers that lag).
                 cursor = max(cursor, (head, 1 << 62))
                 await changed.wait()
-
-    def _recent_after(
-        self, prefix: str, end: str, cursor: tuple[int, int]
-    ) -> tuple[list[Row], int] | None:
-        """The events after cursor under prefix, from memory; None when memory lacks some."""
-        complete = cursor[0] + 1 if cursor[1] == 1 << 62 else cursor[0]
-        if complete < self._recent_from:
-            return None
-        start = bisect.bisect_right(self._recent, cursor, key=lambda row: (row[0], row[1]))
-        rows = [row for row in self._recent[start:] if prefix <= row[2].kv.key < end]
-        return rows[:WATCH_BATCH], self._head  # (head is used only when not truncated)
 
     def _history_sync(
         self, prefix: str, end: str, cursor: tuple[int, int]
@@ -553,7 +503,7 @@ class SqliteStore:
     async def lease_revoke(self, lease: int) -> None:
         revision = await self._run(self._revoke_sync, [lease], True)
         if revision:
-            self._forget_recent(revision)
+            self._recent.forget(revision)
         self._notify()
 
     def _revoke_sync(self, leases: list[int], must_exist: bool) -> int:
@@ -606,7 +556,7 @@ class SqliteStore:
     async def _revoke(self, leases: list[int]) -> bool:
         revision = await self._run(self._revoke_sync, leases, False)
         if revision:
-            self._forget_recent(revision)
+            self._recent.forget(revision)
         return bool(revision)
 
     # ---- lifecycle -----------------------------------------------------------------------

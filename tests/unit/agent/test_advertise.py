@@ -41,11 +41,11 @@ class Started(Exception):
 
 
 def start(monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
-    """Run `moorage agent ARGS` up to the Agent it would start; its keyword arguments."""
+    """Run `moorage agent ARGS` up to the Agent it would start; its configuration's fields."""
     seen: dict[str, Any] = {}
 
-    def agent(**kwargs: Any) -> None:
-        seen.update(kwargs)
+    def agent(config: Any) -> None:
+        seen.update(vars(config))
         raise Started
 
     monkeypatch.setattr(daemon, "Agent", agent)
@@ -102,16 +102,18 @@ def test_the_servers_reach_the_agent_at_its_listen_or_advertised_address(
     tmp_path: Any, listen: tuple[str, int], advertise: str, reached: str
 ) -> None:
     from moorage.agent.agent import Agent
+    from moorage.agent.config import AgentConfig
 
     agent = Agent(
-        server_url="http://127.0.0.1:7070",
-        name="n1",
-        data_dir=tmp_path,
-        http_addr=listen,
-        attrs={},
-        advertise_address=advertise,
-        cpu=1024,
-        memory=1024,
+        AgentConfig(
+            servers=("http://127.0.0.1:7070",),
+            name="n1",
+            data_dir=tmp_path,
+            http_addr=listen,
+            advertise_address=advertise,
+            cpu=1024,
+            memory=1024,
+        )
     )
     assert agent.reachable_at() == reached
     assert agent.node().agent_addr == reached

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from moorage.agent.client import ServerClient, ServerError
+from moorage.model.messages import HeartbeatAnswer
 
 
 def dead_address() -> str:
@@ -45,9 +46,11 @@ async def test_a_dead_first_server_is_skipped_and_the_live_one_kept() -> None:
         async with aiohttp.ClientSession() as session:
             client = ServerClient(session, [dead_address(), live + "/"], token="t0k")
             assert client.last_contact is None
-            assert await client.heartbeat("n1") == (2.5, 8.0)
+            assert await client.heartbeat("n1") == HeartbeatAnswer(interval=2.5, ttl=8.0)
             assert client.base == live and client.last_contact is not None
-            assert await client.heartbeat("n1") == (2.5, 8.0)  # straight to the live one
+            assert await client.heartbeat("n1") == HeartbeatAnswer(
+                interval=2.5, ttl=8.0
+            )  # straight to the live one
             assert seen == ["Bearer t0k", "Bearer t0k"]
     finally:
         await runner.cleanup()
@@ -59,7 +62,7 @@ async def test_a_server_answering_503_is_skipped_too() -> None:
     try:
         async with aiohttp.ClientSession() as session:
             client = ServerClient(session, [sick_url, well_url])
-            assert await client.heartbeat("n1") == (2.5, 8.0)
+            assert await client.heartbeat("n1") == HeartbeatAnswer(interval=2.5, ttl=8.0)
             assert client.base == well_url and len(sick_seen) == 1
     finally:
         await sick.cleanup()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from moorage.controllers.plan import Plan
-from moorage.controllers.reconcile import Snapshot, reconcile
+from moorage.controllers.reconcile import reconcile
 from moorage.model import (
     CheckState,
     Container,
@@ -19,6 +19,7 @@ from moorage.model import (
     TaskDefinition,
     TaskStatus,
 )
+from moorage.model.cluster import ClusterSnapshot
 
 T0 = 1_000_000.0
 
@@ -56,7 +57,7 @@ class Cluster:
     def __init__(self, count: int = 3, bad: frozenset[int] = frozenset()) -> None:
         self.now = T0
         self.bad = bad
-        self.snapshot = Snapshot(
+        self.snapshot = ClusterSnapshot(
             services={},
             taskdefs={("web", r): taskdef(r) for r in (1, 2, 3)},
             tasks={},
@@ -300,7 +301,7 @@ def test_stop_first_stops_the_old_task_before_creating_its_replacement() -> None
 
 def test_stop_first_turns_blue_green_into_a_rolling_replacement() -> None:
     from moorage.model.service import DeploymentPolicy
-    from moorage.state.writer import new_deployment
+    from moorage.ops.deploy import new_deployment
 
     policy = DeploymentPolicy(strategy="blue_green")
     d = new_deployment("web", "web", 1, 2, 1, policy, T0, stop_first="single-writer volume data")

@@ -38,7 +38,7 @@ def test_a_drained_node_that_goes_down_stays_drained() -> None:
 
     from moorage.model import Eligibility
     from moorage.model.node import drained
-    from moorage.state import keys as k
+    from moorage.state import kinds
     from moorage.store import Put
 
     now = 1000.0
@@ -46,11 +46,11 @@ def test_a_drained_node_that_goes_down_stays_drained() -> None:
 
     class Writer:
         async def commit(self, compares: object, ops: list[object]) -> None:
-            nodes = [op for op in ops if isinstance(op, Put) and op.key == k.node_key("n1")]
+            nodes = [op for op in ops if isinstance(op, Put) and op.key == kinds.NODE.key("n1")]
             written.extend(Node.model_validate_json(op.value) for op in nodes)
 
     cache = Cache([drained(Node(name="n1", cpu=1, memory=1), now + 60)])
-    cache.mod_revisions = {k.node_key("n1"): 3}  # type: ignore[attr-defined]
+    cache.mod_revisions = {kinds.NODE.key("n1"): 3}  # type: ignore[attr-defined]
     liveness = NodeLiveness(cache, Writer(), lambda: now, {}.get)  # type: ignore[arg-type]
     asyncio.run(liveness.check(started=now - 60))
     (down,) = written

@@ -9,7 +9,7 @@ import pytest
 
 from moorage.controllers.plan import Plan
 from moorage.controllers.rebalance import plan_rebalance
-from moorage.controllers.reconcile import Snapshot, reconcile
+from moorage.controllers.reconcile import reconcile
 from moorage.model import (
     Conflict,
     Container,
@@ -25,6 +25,7 @@ from moorage.model import (
     TaskDefinition,
     TaskStatus,
 )
+from moorage.model.cluster import ClusterSnapshot
 
 NOW = 1_000_000.0
 SPREAD = Placement(strategy="spread", spread_attr="zone")
@@ -73,8 +74,8 @@ def snap(
     tasks: list[Task],
     nodes: list[Node],
     deployments: Sequence[Deployment] = (),
-) -> Snapshot:
-    return Snapshot(
+) -> ClusterSnapshot:
+    return ClusterSnapshot(
         services={svc.name: svc},
         taskdefs={("web", 1): taskdef()},
         tasks={t.id: t for t in tasks},
@@ -83,25 +84,25 @@ def snap(
     )
 
 
-def flag(snapshot: Snapshot, ids: list[str]) -> Snapshot:
+def flag(snapshot: ClusterSnapshot, ids: list[str]) -> ClusterSnapshot:
     tasks = dict(snapshot.tasks)
     for task_id in ids:
         tasks[task_id] = tasks[task_id].model_copy(update={"migrate": True})
-    return Snapshot(
+    return ClusterSnapshot(
         snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes, snapshot.deployments
     )
 
 
-def apply(snapshot: Snapshot, plan: Plan) -> Snapshot:
+def apply(snapshot: ClusterSnapshot, plan: Plan) -> ClusterSnapshot:
     tasks = dict(snapshot.tasks)
     for new, _old in plan.writes.values():
         tasks[new.id] = new
-    return Snapshot(
+    return ClusterSnapshot(
         snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes, snapshot.deployments
     )
 
 
-def run_agent(snapshot: Snapshot, only: set[str] | None = None) -> Snapshot:
+def run_agent(snapshot: ClusterSnapshot, only: set[str] | None = None) -> ClusterSnapshot:
     """Assigned → running, desired stop → stopped (for the tasks in `only`, if given)."""
     tasks = {}
     for task in snapshot.tasks.values():
@@ -111,16 +112,16 @@ def run_agent(snapshot: Snapshot, only: set[str] | None = None) -> Snapshot:
             elif task.status == TaskStatus.ASSIGNED:
                 task = task.model_copy(update={"status": TaskStatus.RUNNING, "run_generation": 0})
         tasks[task.id] = task
-    return Snapshot(
+    return ClusterSnapshot(
         snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes, snapshot.deployments
     )
 
 
-def per_node(snapshot: Snapshot) -> dict[str, int]:
+def per_node(snapshot: ClusterSnapshot) -> dict[str, int]:
     return dict(Counter(t.node for t in snapshot.tasks.values() if t.live and t.node))
 
 
-def rebalanced(snapshot: Snapshot, rounds: int = 10) -> Snapshot:
+def rebalanced(snapshot: ClusterSnapshot, rounds: int = 10) -> ClusterSnapshot:
     """Flag what plan_rebalance picks, then reconcile with a well-behaved agent until quiet."""
     moves = plan_rebalance(snapshot, "web").moves
     snapshot = flag(snapshot, [m.task for m in moves])

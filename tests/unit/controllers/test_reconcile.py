@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moorage.controllers.plan import Plan
-from moorage.controllers.reconcile import Snapshot, reconcile
+from moorage.controllers.reconcile import reconcile
 from moorage.model import (
     Container,
     Desired,
@@ -18,6 +18,7 @@ from moorage.model import (
     TaskDefinition,
     TaskStatus,
 )
+from moorage.model.cluster import ClusterSnapshot
 
 NOW = 1_000_000.0
 
@@ -49,9 +50,9 @@ def snap(
     tasks: list[Task],
     nodes: list[Node] | None = None,
     defs: list[TaskDefinition] | None = None,
-) -> Snapshot:
+) -> ClusterSnapshot:
     defs = defs or [taskdef(svc.revision)]
-    return Snapshot(
+    return ClusterSnapshot(
         services={svc.name: svc},
         taskdefs={(d.family, d.revision): d for d in defs},
         tasks={t.id: t for t in tasks},
@@ -59,14 +60,14 @@ def snap(
     )
 
 
-def apply(snapshot: Snapshot, plan: Plan) -> Snapshot:
+def apply(snapshot: ClusterSnapshot, plan: Plan) -> ClusterSnapshot:
     tasks = dict(snapshot.tasks)
     for new, _old in plan.writes.values():
         tasks[new.id] = new
-    return Snapshot(snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes)
+    return ClusterSnapshot(snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes)
 
 
-def run_agent(snapshot: Snapshot) -> Snapshot:
+def run_agent(snapshot: ClusterSnapshot) -> ClusterSnapshot:
     """What a well-behaved agent reports: assigned → running, desired stop → stopped."""
     tasks = {}
     for task in snapshot.tasks.values():
@@ -79,10 +80,10 @@ def run_agent(snapshot: Snapshot) -> Snapshot:
                 update={"status": TaskStatus.RUNNING, "run_generation": task.generation}
             )
         tasks[task.id] = task
-    return Snapshot(snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes)
+    return ClusterSnapshot(snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes)
 
 
-def converge(snapshot: Snapshot, rounds: int = 10) -> Snapshot:
+def converge(snapshot: ClusterSnapshot, rounds: int = 10) -> ClusterSnapshot:
     for i in range(rounds):
         plan = reconcile(snapshot, NOW + i, seed=i)
         snapshot = run_agent(apply(snapshot, plan))
@@ -91,7 +92,7 @@ def converge(snapshot: Snapshot, rounds: int = 10) -> Snapshot:
     raise AssertionError("did not converge")
 
 
-def live(snapshot: Snapshot) -> list[Task]:
+def live(snapshot: ClusterSnapshot) -> list[Task]:
     return [t for t in snapshot.tasks.values() if t.live]
 
 
@@ -244,7 +245,7 @@ def test_converges_to_exact_count_under_scaling_and_kills(
 ) -> None:
     snapshot = snap(service(0), [], nodes=[node("n1"), node("n2")])
     for count, kills in steps:
-        snapshot = Snapshot(
+        snapshot = ClusterSnapshot(
             {"web": service(count)}, snapshot.taskdefs, snapshot.tasks, snapshot.nodes
         )
         snapshot = converge(snapshot, rounds=20)
@@ -257,7 +258,7 @@ def test_converges_to_exact_count_under_scaling_and_kills(
                 tasks[ids[index]] = tasks[ids[index]].model_copy(
                     update={"status": TaskStatus.EXITED}
                 )
-        snapshot = Snapshot(snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes)
+        snapshot = ClusterSnapshot(snapshot.services, snapshot.taskdefs, tasks, snapshot.nodes)
     for name in ("n1", "n2"):
         used = sum(
             t.memory for t in snapshot.tasks.values() if t.node == name and not t.status.terminal

@@ -12,8 +12,7 @@ import dns.rdatatype
 from moorage.dns import DnsConfig, DnsServer
 from moorage.model import CheckState, Discovery, Health, Node, Service, Task, TaskStatus
 from moorage.model.node import NodeStatus
-from moorage.state import StateCache, encode
-from moorage.state import keys as k
+from moorage.state import StateCache, encode, kinds
 from moorage.testing.memstore import MemoryStore
 
 
@@ -30,14 +29,14 @@ class World:
 
     async def node(self, name: str, address: str, status: NodeStatus = NodeStatus.READY) -> None:
         node = Node(name=name, address=address, cpu=4096, memory=8192, status=status)
-        await self.put(k.node_key(name), encode(node))
+        await self.put(kinds.NODE.key(name), encode(node))
 
     async def service(
         self, name: str, tags: list[str] | None = None, discovery_name: str | None = None
     ) -> None:
         discovery = Discovery(name=discovery_name, tags=tags or [], port="http")
         service = Service(name=name, family=name, revision=1, count=1, discovery=discovery)
-        await self.put(k.service_key(name), encode(service))
+        await self.put(kinds.SERVICE.key(name), encode(service))
 
     async def task(
         self,
@@ -60,7 +59,7 @@ class World:
             checks=checks,
             health=health,
         )
-        await self.put(k.task_key(task_id), encode(task))
+        await self.put(kinds.TASK.key(task_id), encode(task))
 
     async def web(self, count: int = 5, nodes: int = 3) -> None:
         """`web` (tag v1): `count` passing instances on n1..n<nodes> (10.0.0.<i>), port 20000+i."""

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from moorage.controllers.alerts import AlertLoop
 from moorage.metrics.alerts import AlertRule, Notification, Notifier
 from moorage.metrics.notify import Delivery
 from moorage.model import Node, NodeStatus
-from moorage.server.alerts import AlertLoop, AlertsApi
-from moorage.state import StateCache, StateWriter
-from moorage.state import keys as k
+from moorage.ops.alerts import Alerts
+from moorage.state import StateCache, StateWriter, kinds
 from moorage.store import Put
 from moorage.testing.memstore import MemoryStore
 
@@ -56,7 +56,7 @@ async def state() -> AsyncIterator[tuple[StateCache, StateWriter, Clock]]:
 
 
 async def put(writer: StateWriter, key: str, value: AlertRule | Notifier | Node) -> None:
-    await writer.commit([], [Put(key, k.encode(value))])
+    await writer.commit([], [Put(key, kinds.encode(value))])
 
 
 async def one_round(loop: AlertLoop) -> None:
@@ -68,8 +68,8 @@ async def test_threshold_fires_once_is_stored_and_survives_a_new_leader(
     state: tuple[StateCache, StateWriter, Clock],
 ) -> None:
     cache, writer, clock = state
-    await put(writer, k.alert_rule_key("cpu-high"), AlertRule.model_validate(CPU_RULE))
-    await put(writer, k.notifier_key("hook"), Notifier(name="hook", url="http://x/"))
+    await put(writer, kinds.ALERT_RULE.key("cpu-high"), AlertRule.model_validate(CPU_RULE))
+    await put(writer, kinds.NOTIFIER.key("hook"), Notifier(name="hook", url="http://x/"))
     metrics = FakeMetrics([cpu("t1", 995.0, 97.0)])
     receiver = Receiver()
     loop = AlertLoop(cache, writer, receiver, lambda: metrics, clock)
@@ -105,15 +105,17 @@ async def test_node_down_and_a_failing_receiver_are_visible(
     state: tuple[StateCache, StateWriter, Clock],
 ) -> None:
     cache, writer, clock = state
-    await put(writer, k.alert_rule_key("down"), AlertRule(name="down", kind="node_down"))
-    await put(writer, k.notifier_key("hook"), Notifier(name="hook", url="http://x/"))
-    await put(writer, k.node_key("n1"), Node(name="n1", cpu=1, memory=1, status=NodeStatus.DOWN))
+    await put(writer, kinds.ALERT_RULE.key("down"), AlertRule(name="down", kind="node_down"))
+    await put(writer, kinds.NOTIFIER.key("hook"), Notifier(name="hook", url="http://x/"))
+    await put(
+        writer, kinds.NODE.key("n1"), Node(name="n1", cpu=1, memory=1, status=NodeStatus.DOWN)
+    )
     receiver = Receiver()
     receiver.fail = True
     loop = AlertLoop(cache, writer, receiver, lambda: None, clock)  # no metrics store needed
     loop.resume()
     await one_round(loop)
-    view = AlertsApi(cache, writer, clock, loop).view(clock.now)
+    view = Alerts(cache, writer, clock, loop).view()
     (alert,) = view.alerts
     assert (alert.state, alert.labels["node"], alert.failures) == ("firing", "n1", 1)
     assert alert.last_error == "HTTP 500: boom" and alert.last_notified is None
@@ -125,4 +127,4 @@ async def test_node_down_and_a_failing_receiver_are_visible(
     clock.now = 1005.0
     await one_round(loop)
     assert len(receiver.got) == 2
-    assert AlertsApi(cache, writer, clock).view(clock.now).alerts[0].failures == 0  # stored
+    assert Alerts(cache, writer, clock).view().alerts[0].failures == 0  # stored

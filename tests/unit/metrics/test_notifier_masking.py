@@ -4,7 +4,7 @@ passwords and query values in webhook URLs."""
 from __future__ import annotations
 
 from moorage.metrics.alert_rules import Notifier
-from moorage.server.alerts import _masked, masked_url
+from moorage.ops.alerts import masked, masked_url
 
 
 def test_slack_webhook_paths_are_cut_to_their_last_four_characters() -> None:
@@ -29,7 +29,7 @@ def test_a_pagerduty_notifier_hides_its_routing_key() -> None:
         url="https://events.pagerduty.com/v2/enqueue",
         routing_key="R0123456789abcdef",
     )
-    shown = _masked(notifier)
+    shown = masked(notifier)
     assert shown.routing_key == "****cdef"
     assert shown.url == notifier.url
-    assert _masked(notifier.model_copy(update={"routing_key": "short"})).routing_key == "****"
+    assert masked(notifier.model_copy(update={"routing_key": "short"})).routing_key == "****"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from moorage.controllers.reconcile import Snapshot, reconcile
+from moorage.controllers.reconcile import reconcile
 from moorage.model import Eligibility, Node, NodeStatus, Service, TaskDefinition
+from moorage.model.cluster import ClusterSnapshot
 from moorage.model.node import back, drained, gone_down, made_eligible, registered
-from moorage.state import keys as k
+from moorage.state import kinds
 
 NOW = 1_000_000.0
 
@@ -57,7 +58,7 @@ def test_records_from_before_the_split_keep_their_drain() -> None:
     cancelled = b'{"name": "n1", "cpu": 1, "memory": 1, "status": "ready", "drain_deadline": 5.0}'
     assert Node.model_validate_json(cancelled).state == "draining"
     drain = drained(node(), 5.0)
-    assert Node.model_validate_json(k.encode(drain)) == drain
+    assert Node.model_validate_json(kinds.encode(drain)) == drain
 
 
 def test_a_drained_node_that_came_back_takes_no_new_task() -> None:
@@ -66,7 +67,7 @@ def test_a_drained_node_that_came_back_takes_no_new_task() -> None:
     app = Container(name="app", command=["x"], cpu=100, memory=64)
     taskdef = TaskDefinition(family="web", revision=1, containers=[app])
     returned = back(gone_down(drained(node("n1"), NOW + 120)), NOW)
-    snapshot = Snapshot(
+    snapshot = ClusterSnapshot(
         services={"web": Service(name="web", family="web", revision=1, count=3)},
         taskdefs={("web", 1): taskdef},
         tasks={},

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moorage.model import Constraint, PortSpec
-from moorage.scheduler import Alloc, Ask, ClusterState, NodeInfo, Plan, place
+from moorage.scheduler import Alloc, Ask, ClusterState, NodeInfo, PlaceResult, place
 
 ZONES = ("a", "b", "c")
 CONSTRAINTS = [
@@ -146,7 +146,9 @@ def fits_one_more(node: NodeInfo, held: Usage, ask: Ask) -> bool:
     return len(free) >= sum(1 for p in ask.ports if p.host is None)
 
 
-def replay(node_list: list[NodeInfo], allocs: list[Alloc], ask_list: list[Ask], plan: Plan) -> None:
+def replay(
+    node_list: list[NodeInfo], allocs: list[Alloc], ask_list: list[Ask], plan: PlaceResult
+) -> None:
     """Replay the plan ask by ask and check every placement against the recounted usage."""
     by_name = {n.name: n for n in node_list}
     usage = existing_usage(node_list, allocs)

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from moorage.model.volume import Volume, VolumeCreate, claim, new_volume
-from moorage.state import StateCache, StateWriter, Topic
-from moorage.state import keys as k
+from moorage.state import StateCache, StateWriter, Topic, kinds
 from moorage.store import Op
 from moorage.testing.memstore import MemoryStore
 
@@ -33,14 +32,14 @@ async def test_volumes_are_cached_and_bump_their_topics(
     state: tuple[StateCache, StateWriter],
 ) -> None:
     cache, writer = state
-    assert k.key_kind(k.volume_key("data")) is k.Kind.VOLUME
+    assert kinds.kind_of(kinds.VOLUME.key("data")) is kinds.VOLUME
     created = new_volume(VolumeCreate(name="data", driver="shared"), now=100.0)
 
     def create(current: Volume | None) -> tuple[Volume, list[Op]]:
         assert current is None
         return created, []
 
-    await writer.update(k.volume_key("data"), Volume, create)
+    await writer.update(kinds.VOLUME, "data", create)
     assert cache.volumes["data"] == created
     first = cache.index(Topic.volume("data"))
     assert first == cache.index(Topic.VOLUMES) == cache.revision
@@ -49,7 +48,7 @@ async def test_volumes_are_cached_and_bump_their_topics(
         assert current is not None
         return claim(current, "n1", "t1", now=100.0), []
 
-    await writer.update(k.volume_key("data"), Volume, grant)
+    await writer.update(kinds.VOLUME, "data", grant)
     assert cache.volumes["data"].epoch == 1
     assert cache.index(Topic.volume("data")) > first
     assert cache.index(Topic.volume("other")) == 1  # another volume's watchers sleep on
@@ -57,5 +56,5 @@ async def test_volumes_are_cached_and_bump_their_topics(
     def delete(current: Volume | None) -> tuple[None, list[Op]]:
         return None, []
 
-    await writer.update(k.volume_key("data"), Volume, delete)
+    await writer.update(kinds.VOLUME, "data", delete)
     assert "data" not in cache.volumes

@@ -12,7 +12,7 @@ import pytest
 from moorage.agent import volumes as av
 from moorage.agent.client import ServerError
 from moorage.model import Container, TaskDefinition
-from moorage.model.volume import Volume
+from moorage.model.volume import GrantBody, Volume
 from moorage.volumes import Layout, fence
 
 
@@ -23,10 +23,8 @@ class Grants:
         self.script = script
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    async def volume_grant(
-        self, action: str, name: str, body: dict[str, Any], timeout: float
-    ) -> Volume:
-        self.calls.append((action, body))
+    async def volume_grant(self, action: str, name: str, body: GrantBody, timeout: float) -> Volume:
+        self.calls.append((action, body.model_dump(exclude_unset=True, exclude_none=True)))
         answers = self.script.get(action, [])
         answer = answers.pop(0) if len(answers) > 1 else (answers[0] if answers else 1)
         if isinstance(answer, Exception):

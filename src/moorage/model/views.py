@@ -1,11 +1,17 @@
-"""Request and response bodies of the HTTP API that are not stored objects themselves."""
+"""Request and response bodies of the HTTP API that are not stored objects themselves.
+
+The server's operations return them and its handlers encode them; the OpenAPI document is
+generated from them, so the API's published shapes are these classes.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moorage.model import CheckState, ContainerState, Health, Task, TaskStatus
-from moorage.model.duration import Duration
+from .duration import Duration
+from .service import Service
+from .task import Health, Task, TaskStatus
+from .taskdef import TaskDefinition
 
 
 class Body(BaseModel):
@@ -53,20 +59,6 @@ class ScaleBody(Body):
     count: int = Field(ge=0, le=10000)
 
 
-class TaskReport(Body):
-    """What an agent reports about one task it runs."""
-
-    status: TaskStatus
-    message: str = ""
-    exit_code: int | None = None
-    containers: list[ContainerState] = Field(default_factory=list)
-    started_at: float | None = None
-    finished_at: float | None = None
-    run_generation: int = Field(ge=0)
-    health: Health | None = None
-    checks: list[CheckState] = Field(default_factory=list)
-
-
 class ImagesBody(Body):
     images: dict[str, str] = Field(min_length=1, description="container name -> image")
 
@@ -85,6 +77,12 @@ class RollbackBody(Body):
 class TtlUpdate(Body):
     status: Health
     output: str = Field(default="", max_length=4096)
+
+
+class ServiceDetail(BaseModel):
+    service: Service
+    summary: ServiceSummary
+    taskdef: TaskDefinition | None
 
 
 class StatusInfo(BaseModel):
