@@ -1,29 +1,8 @@
-"""Drivers run workloads for the agent: the contract (base.py) every driver implements, and
-its capabilities. The drivers themselves (`process`, `docker`) are imported where they are
-started, so that importing the contract does not load the Docker client."""
+"""Drivers run workloads for the agent: the contract every driver implements and its
+capabilities (`base.py`), the process driver and its executor, the Docker driver.
 
-from .base import (
-    BindMount,
-    CommandCapable,
-    Driver,
-    ExecCapable,
-    ExecSession,
-    ExitResult,
-    StartRequest,
-    Stats,
-    TaskHandle,
-)
-from .errors import DriverError
-
-__all__ = [
-    "BindMount",
-    "CommandCapable",
-    "Driver",
-    "DriverError",
-    "ExecCapable",
-    "ExecSession",
-    "ExitResult",
-    "StartRequest",
-    "Stats",
-    "TaskHandle",
-]
+This package's `__init__` imports nothing on purpose: each task's executor runs as
+`python -m moorage.drivers._executor`, forked from a zygote, and must stay as small and quick
+to fork as the standard library allows (no pydantic, no moorage model). Import from the
+modules themselves (`moorage.drivers.base`).
+"""
