@@ -68,6 +68,8 @@ class Moorage:
                 f"127.0.0.1:{agent_port}",
                 "--dns-addr",
                 f"127.0.0.1:{free_port()}",
+                "--cluster-addr",
+                f"127.0.0.1:{free_port()}",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

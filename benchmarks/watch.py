@@ -13,7 +13,12 @@ each, 100 ms apart) and records, for every answer a watcher gets:
 Prints one JSON line per figure: `watch_notify_p99_ms` (goal ≤ 100; p50 and max beside it)
 and `watch_spurious_wakeups` (goal 0), with `params` {watchers, keys, writes}.
 
-Run: `python benchmarks/watch.py [--watchers 10000] [--keys 1000] [--writes 50] [--clients 2]`.
+With `--tls on` the server's API is HTTPS (`--tls on`; the watchers check it against its
+cluster CA); `--tls both` (what `make bench` runs) measures plain HTTP, then HTTPS, in the same
+run, and adds `watch_tls_cost`: the HTTPS p99 / the plain p99 (goal ≤ 1.1).
+
+Run: `python benchmarks/watch.py [--watchers 10000] [--keys 1000] [--writes 50] [--clients 2]
+[--tls off|on|both]`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import queue
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -50,7 +56,7 @@ def key_name(number: int) -> str:
     return f"w/{number:04d}"
 
 
-def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(root: Path, tls: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = root / "server.log"
     proc = subprocess.Popen(
@@ -65,6 +71,10 @@ def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
             f"127.0.0.1:{port}",
             "--dns-addr",
             f"127.0.0.1:{free_port()}",
+            "--cluster-addr",
+            f"127.0.0.1:{free_port()}",
+            "--tls",
+            "on" if tls else "off",
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -75,20 +85,28 @@ def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"server did not start:\n{log.read_text(errors='replace')}")
         time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+
+
+def connector(ca: str | None, limit: int) -> aiohttp.TCPConnector:
+    context = ssl.create_default_context(cafile=ca) if ca else False
+    return aiohttp.TCPConnector(limit=limit, force_close=False, ssl=context)
 
 
 # ---- a client process: its share of the watchers ------------------------------------------
-def client_main(url: str, keys: list[str], per_key: int, out: Any, control: Any) -> None:
-    asyncio.run(watch_keys(url, keys, per_key, out, control))
+def client_main(
+    url: str, ca: str | None, keys: list[str], per_key: int, out: Any, control: Any
+) -> None:
+    asyncio.run(watch_keys(url, ca, keys, per_key, out, control))
 
 
-async def watch_keys(url: str, keys: list[str], per_key: int, out: Any, control: Any) -> None:
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+async def watch_keys(
+    url: str, ca: str | None, keys: list[str], per_key: int, out: Any, control: Any
+) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     opening = asyncio.Semaphore(100)  # the server's listen backlog is small: connect in waves
     armed = 0
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    async with aiohttp.ClientSession(connector=connector(ca, 0), timeout=timeout) as http:
 
         async def watcher(key: str) -> None:
             nonlocal armed
@@ -134,6 +152,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000)
     parser.add_argument("--writes", type=int, default=50)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--tls", choices=["off", "on", "both"], default="both")
     args = parser.parse_args()
     per_key = args.watchers // args.keys
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -142,18 +161,72 @@ def main() -> None:
         raise SystemExit(f"needs {need} file descriptors (ulimit -Hn is {hard})")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))  # the server inherits it
 
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
+    p99: dict[bool, float] = {}
+    for tls in modes:
+        latencies, spurious, missing = measure(args, per_key, tls)
+        p99[tls] = quantile(latencies, 0.99) * 1000
+        params = {
+            "watchers": per_key * args.keys,
+            "keys": args.keys,
+            "writes": args.writes,
+            "tls": tls,
+        }
+        transport = "https long poll" if tls else "http long poll"
+        common = {"bench": "watch", "params": params, "transport": transport}
+        print(
+            json.dumps(
+                {
+                    **common,
+                    "metric": "watch_notify_p99_ms",
+                    "value": round(p99[tls], 2),
+                    "unit": "ms",
+                    "p50_ms": round(quantile(latencies, 0.5) * 1000, 2),
+                    "max_ms": round(max(latencies) * 1000, 2),
+                    "samples": len(latencies),
+                    "missed": missing,
+                    "goal": {"max": GOAL_P99_MS},
+                }
+            ),
+            flush=True,
+        )
+        print(
+            json.dumps(
+                {
+                    **common,
+                    "metric": "watch_spurious_wakeups",
+                    "value": spurious,
+                    "unit": "count",
+                    "goal": {"max": 0},
+                }
+            ),
+            flush=True,
+        )
+    if len(p99) == 2:
+        cost = {
+            "bench": "watch",
+            "metric": "watch_tls_cost",
+            "value": round(p99[True] / p99[False], 2),
+            "unit": "HTTPS p99 / plain HTTP p99",
+            "goal": {"max": 1.1},
+        }
+        print(json.dumps(cost), flush=True)
+
+
+def measure(args: argparse.Namespace, per_key: int, tls: bool) -> tuple[list[float], int, int]:
     with tempfile.TemporaryDirectory(prefix="moorage-bench-watch-") as tmp:
-        server, url = start_server(Path(tmp))
+        server, url = start_server(Path(tmp), tls)
+        ca = str(Path(tmp) / "data" / "tls" / "ca.pem") if tls else None
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
         control = ctx.Event()
         procs = []
         try:
             keys = [key_name(n) for n in range(args.keys)]
-            asyncio.run(fill(url, keys))
+            asyncio.run(fill(url, ca, keys))
             shares = [keys[i :: args.clients] for i in range(args.clients)]
             for share in shares:
-                proc = ctx.Process(target=client_main, args=(url, share, per_key, out, control))
+                proc = ctx.Process(target=client_main, args=(url, ca, share, per_key, out, control))
                 proc.start()
                 procs.append(proc)
             armed = 0
@@ -163,9 +236,7 @@ def main() -> None:
                 if item[0] == "armed":
                     armed += item[1]
             time.sleep(1.0)  # the last requests are parsed and blocked on the server
-            latencies, spurious, missing = asyncio.run(
-                run_writes(url, keys, per_key, args.writes, out)
-            )
+            return asyncio.run(run_writes(url, ca, keys, per_key, args.writes, out))
         finally:
             control.set()
             for proc in procs:
@@ -177,53 +248,23 @@ def main() -> None:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    params = {"watchers": per_key * args.keys, "keys": args.keys, "writes": args.writes}
-    common = {"bench": "watch", "params": params, "transport": "http long poll"}
-    print(
-        json.dumps(
-            {
-                **common,
-                "metric": "watch_notify_p99_ms",
-                "value": round(quantile(latencies, 0.99) * 1000, 2),
-                "unit": "ms",
-                "p50_ms": round(quantile(latencies, 0.5) * 1000, 2),
-                "max_ms": round(max(latencies) * 1000, 2),
-                "samples": len(latencies),
-                "missed": missing,
-                "goal": {"max": GOAL_P99_MS},
-            }
-        ),
-        flush=True,
-    )
-    print(
-        json.dumps(
-            {
-                **common,
-                "metric": "watch_spurious_wakeups",
-                "value": spurious,
-                "unit": "count",
-                "goal": {"max": 0},
-            }
-        ),
-        flush=True,
-    )
 
 
-async def fill(url: str, keys: list[str]) -> None:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as http:
+async def fill(url: str, ca: str | None, keys: list[str]) -> None:
+    async with aiohttp.ClientSession(connector=connector(ca, 32)) as http:
         for start in range(0, len(keys), 32):
             await asyncio.gather(*(write(http, url, k, b"0") for k in keys[start : start + 32]))
 
 
 async def run_writes(
-    url: str, keys: list[str], per_key: int, writes: int, out: Any
+    url: str, ca: str | None, keys: list[str], per_key: int, writes: int, out: Any
 ) -> tuple[list[float], int, int]:
     """Write `writes` distinct keys one at a time; (latencies, spurious wakeups, missed)."""
     latencies: list[float] = []
     spurious = missing = 0
     step = max(1, len(keys) // writes)
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=connector(ca, 4)) as http:
         for number in range(writes):
             key = keys[(number * step + 7) % len(keys)]
             sent = await write(http, url, key, f"v{number}".encode())

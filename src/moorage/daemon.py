@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Sequence
@@ -69,6 +70,7 @@ class DevConfig:
     data_dir: Path
     http_addr: tuple[str, int]
     agent_addr: tuple[str, int]
+    cluster_addr: tuple[str, int] = ("127.0.0.1", 7072)
     node_name: str = field(default_factory=lambda: node_name())
     attrs: dict[str, str] = field(default_factory=dict)
     demo_dir: Path | None = None
@@ -137,6 +139,9 @@ async def _until_signalled() -> None:
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a daemon's main coroutine. Whatever a daemon creates is private (umask 077): what
+    others must reach (the task directories a task's own user traverses) opens up explicitly."""
+    os.umask(0o077)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -152,25 +157,34 @@ async def serve(config: ServerConfig, echo: Callable[[str], None]) -> None:
     task = asyncio.create_task(server.run(ready))
     await _first(task, ready)
     echo(f"server: {server.url} (data dir {config.data_dir})")
+    echo(f"cluster port: {server.cluster_url} (nodes: mutual TLS)")
+    echo(f"ca: {server.ca_fingerprint} ({server.ca_path})")
+    if server.api_tls:
+        echo(
+            f"clients: MOORAGE_CACERT={server.ca_path}, or `moorage ca fetch --fingerprint "
+            f"{server.ca_fingerprint} --addr {server.url}`"
+        )
+    if server.bootstrap_path is not None:
+        echo(f"acl: the management token is in {server.bootstrap_path} (0600)")
     if server.dns is not None:
         echo(f"dns: {_dns_line(server)}")
-    echo(_join_line(config.http_addr, server.token_path))
+    echo(_join_line(config.cluster_addr, server.token_path))
     echo("ready")
     await _run_until_signal(task)
 
 
-def _join_line(http_addr: tuple[str, int], token_path: Path) -> str:
+def _join_line(cluster_addr: tuple[str, int], token_path: Path) -> str:
     """How agents join: a server on a wildcard address names none that others reach, one on
     loopback takes only agents on this machine."""
-    host, port = http_addr
+    host, port = cluster_addr
     wildcard = host in ("", "0.0.0.0", "::")
-    where = f"http://{'<this machine>' if wildcard else host}:{port}"
+    where = f"{'<this machine>' if wildcard else host}:{port}"
     line = (
-        f"join token: in {token_path} — on each node: "
-        f"`moorage agent --server {where} --token <that token> --name <node>`"
+        f"join token: in {token_path} — copy it to each node, then there: "
+        f"`moorage agent --server {where} --token-file <that file> --name <node>`"
     )
     if host.startswith("127.") or host in ("localhost", "::1"):
-        line += f" (only on this machine: --http-addr 0.0.0.0:{port} lets others join)"
+        line += f" (only on this machine: --cluster-addr 0.0.0.0:{port} lets others join)"
     return line
 
 
@@ -186,10 +200,14 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
     """Server + agent + SQLite in one process; optionally deploy the demo specs."""
     from moorage.server.app import Server, ServerConfig
 
+    # server/ stays 0700; the top is traversable so tasks' own users reach their directories
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.chmod(0o711)
     server = Server(
         ServerConfig(
             data_dir=config.data_dir / "server",
             http_addr=config.http_addr,
+            cluster_addr=config.cluster_addr,
             dns=config.dns,
             influx=config.influx,
             metrics_retention=config.metrics_retention,
@@ -202,7 +220,7 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
         await _first(server_task, server_ready)
         agent = Agent(
             AgentConfig(
-                servers=(server.url,),
+                servers=(server.cluster_url,),
                 name=config.node_name,
                 data_dir=config.data_dir / "agent",
                 http_addr=config.agent_addr,
@@ -215,7 +233,9 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
             agent.run(agent_ready, stop_tasks_on_exit=True), name="agent"
         )
         await _first(agent_task, agent_ready)
-        echo(f"server: {server.url}  agent: {url(config.agent_addr)}  node: {config.node_name}")
+        echo(
+            f"server: {server.url}  agent: https://{config.agent_addr[0]}:{config.agent_addr[1]}  node: {config.node_name}"
+        )
         echo(f"data dir: {config.data_dir}")
         if server.dns is not None:
             echo(f"dns: {_dns_line(server)}")
@@ -254,7 +274,7 @@ async def _run_until_signal(task: asyncio.Task[None]) -> None:
 
 async def _deploy_demo(server_url: str, demo_dir: Path, echo: Callable[[str], None]) -> None:
     files = sorted(demo_dir.glob("*.yaml"))
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         for path in files:
             headers = {"Content-Type": "application/yaml"}
             async with session.post(

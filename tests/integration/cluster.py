@@ -29,6 +29,7 @@ __all__ = [
     "Cluster",
     "Proc",
     "containers_of",
+    "dev_command",
     "free_port",
     "http_spec",
     "kill_tasks_under",
@@ -41,6 +42,27 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[2]
 HTTPSERVER = REPO / "tests" / "fixtures" / "httpserver.py"
+
+
+def dev_command(data: Path, http_port: int, agent_port: int | None = None) -> list[str]:
+    """`moorage dev --demo` on loopback ports of its own (the demo from examples/)."""
+    return [
+        *MOORAGE,
+        "dev",
+        "--demo",
+        "--demo-dir",
+        str(REPO / "examples"),
+        "--data-dir",
+        str(data),
+        "--http-addr",
+        f"127.0.0.1:{http_port}",
+        "--agent-addr",
+        f"127.0.0.1:{agent_port or free_port()}",
+        "--dns-addr",
+        f"127.0.0.1:{free_port()}",
+        "--cluster-addr",
+        f"127.0.0.1:{free_port()}",
+    ]
 
 
 def page(url: str) -> str | None:

@@ -52,7 +52,7 @@ def test_acls_deny_by_default_and_grant_by_policy(acl_cluster: Cluster) -> None:
     assert as_token(cluster, "made-up").get("/v1/kv/app/x").status_code == 403
     assert anonymous.get("/v1/status/leader").status_code == 200  # open, as in Consul
 
-    management = cluster.cli_json("acl", "bootstrap")["SecretID"]
+    management = cluster.management_token()  # --acl bootstrapped it on the first start
     again = cluster.cli("acl", "bootstrap", check=False)
     assert again.returncode == 1 and "already" in again.stderr
     cluster.env["MOORAGE_HTTP_TOKEN"] = management
@@ -127,10 +127,8 @@ def test_kv_listings_and_tree_deletes_honour_deny_rules_below_the_prefix(
 ) -> None:
     cluster = acl_cluster
     anonymous = as_token(cluster, None)
-    booted = anonymous.put("/v1/acl/bootstrap")  # Consul's verb
-    assert booted.status_code == 200, booted.text
-    management = booted.json()["SecretID"]
-    assert anonymous.put("/v1/acl/bootstrap").status_code == 409
+    management = cluster.management_token()
+    assert anonymous.put("/v1/acl/bootstrap").status_code == 409  # Consul's verb: done at start
     cluster.env["MOORAGE_HTTP_TOKEN"] = management
     admin = as_token(cluster, management)
     for key in ("app/a", "app/b/c", "app/secret/key", "app/secret/more/x"):
@@ -178,7 +176,7 @@ def test_acl_dns_answers_only_what_the_anonymous_policy_may_read(tmp_path: Path)
     from .test_dns import dig
 
     with Cluster(tmp_path, server_args=["--acl", "--acl-dns"]) as cluster:
-        management = cluster.cli_json("acl", "bootstrap")["SecretID"]
+        management = cluster.management_token()
         cluster.env["MOORAGE_HTTP_TOKEN"] = management
         cluster.http.headers["X-Moorage-Token"] = management
         cluster.deploy(http_spec(count=1, extra="discovery: {}"))

@@ -9,26 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .cluster import MOORAGE, REPO, Proc, free_port, pid_alive, wait_for
+from .cluster import MOORAGE, REPO, Proc, dev_command, free_port, pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def _dev(tmp_path: Path, port: int, agent_port: int) -> Proc:
-    args = [
-        *MOORAGE,
-        "dev",
-        "--demo",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--http-addr",
-        f"127.0.0.1:{port}",
-        "--agent-addr",
-        f"127.0.0.1:{agent_port}",
-        "--dns-addr",
-        f"127.0.0.1:{free_port()}",
-    ]
-    return Proc(args, tmp_path / "dev.log")
+    return Proc(dev_command(tmp_path / "data", port, agent_port), tmp_path / "dev.log")
 
 
 def _running(addr: str) -> dict[str, int]:

@@ -5,14 +5,18 @@ their own; the faults of a three-zone cluster are in test_cluster_faults.py."""
 
 from __future__ import annotations
 
+import os
+import ssl
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
-from .cluster import Cluster, http_spec, page, wait_for
+from .cluster import MOORAGE, Cluster, free_port, http_spec, page, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -92,28 +96,30 @@ def test_an_agent_with_a_wrong_join_token_is_refused_and_leaves_no_trace(
     one_node: Cluster, tmp_path: Path
 ) -> None:
     cluster = one_node
-    import subprocess
-
-    from .cluster import MOORAGE, free_port
-
     before = cluster.http.get("/v1/status").json()["revision"]
     node = {"name": "intruder", "cpu": 1000, "memory": 1000}
-    for headers in ({}, {"Authorization": "Bearer wrong"}):
-        refused = cluster.http.put("/v1/nodes/intruder", json=node, headers=headers)
-        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
-    assert cluster.http.post("/v1/nodes/n1/heartbeat").status_code == 401
-    assert cluster.http.get("/v1/nodes/n1/tasks").status_code == 401
+    context = ssl.create_default_context(cafile=str(cluster.ca))
+    with httpx.Client(base_url=cluster.cluster_url, verify=context, timeout=10) as stranger:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = stranger.put("/v1/nodes/intruder", json=node, headers=headers)
+            assert refused.status_code == 403 and refused.json()["code"] == "permission_denied"
+            joined = stranger.post(
+                "/v1/join", json={"name": "intruder", "csr": "x"}, headers=headers
+            )
+            assert joined.status_code == 401 and joined.json()["code"] == "unauthorized"
+        assert stranger.post("/v1/nodes/n1/heartbeat").status_code == 403
+        assert stranger.get("/v1/nodes/n1/tasks").status_code == 403
     log = (tmp_path / "intruder.log").open("wb")
     agent = subprocess.Popen(
         [
             *MOORAGE,
             "agent",
             "--server",
-            cluster.addr,
+            cluster.cluster_url,
             "--name",
             "intruder",
-            "--token",
-            "wrong",
+            "--ca-cert",
+            str(cluster.ca),
             "--data-dir",
             str(tmp_path / "intruder"),
             "--agent-addr",
@@ -121,9 +127,10 @@ def test_an_agent_with_a_wrong_join_token_is_refused_and_leaves_no_trace(
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "MOORAGE_TOKEN": "wrong"},
     )
     try:
-        wait_for(lambda: b"401" in (tmp_path / "intruder.log").read_bytes(), 15)
+        wait_for(lambda: b"refused" in (tmp_path / "intruder.log").read_bytes(), 15)
     finally:
         agent.kill()
         agent.wait()
@@ -222,7 +229,7 @@ def test_a_drain_outlives_a_network_cut_and_an_agent_restart(two_nodes: Cluster)
 def test_an_agent_given_only_the_server_advertises_and_serves_its_own_ip(
     tmp_path: Path, netns: None
 ) -> None:
-    """`moorage agent --server http://HOST:7070 --token T --name n1`, as the join line says:
+    """`moorage agent --server HOST:7072 --token-file F --name n1`, as the join line says:
     the node's address is the one its traffic to the server leaves from (its namespace's IP),
     its agent listens there on 7071, and the server relays logs to it."""
     from .cluster import AgentSpec
@@ -250,13 +257,13 @@ def test_an_agent_given_several_servers_joins_the_one_that_answers(
 ) -> None:
     from .cluster import MOORAGE, Proc, free_port
 
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"https://127.0.0.1:{free_port()}"
     agent = Proc(
         [
             *MOORAGE,
             "agent",
             "--server",
-            f"{dead},{cluster.addr}",
+            f"{dead},{cluster.cluster_url}",
             "--name",
             "second",
             "--data-dir",
@@ -274,7 +281,7 @@ def test_an_agent_given_several_servers_joins_the_one_that_answers(
         assert cluster.nodes() == {"n1": "ready", "second": "ready"}
         cluster.deploy(http_spec(count=1, extra='placement: {constraints: ["role == extra"]}'))
         assert [t["node"] for t in cluster.wait_running("web", 1)] == ["second"]
-        assert f"registered with {cluster.addr}" in agent.output()
+        assert f"registered with {cluster.cluster_url}" in agent.output()
     finally:
         agent.stop()
 

@@ -1,8 +1,9 @@
-"""The metrics API on a real server: agents' batches in (join token), queries and series out,
+"""The metrics API on a real server: agents' batches in (node certificate on the cluster port), queries and series out,
 the dropped counter, bad input, and the samples surviving a server restart."""
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
@@ -31,17 +32,24 @@ def batch(node: str, now: float, dropped: int = 0) -> dict[str, Any]:
 def test_ingest_query_series_and_restart(cluster: Cluster) -> None:
     now = time.time()
     body = batch("mx1", now, dropped=3)
-    refused = cluster.http.post("/v1/metrics/ingest", json=body)
-    assert refused.status_code == 401
-    agent = httpx.Client(
-        base_url=cluster.addr, timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
-    )
-    with agent:
+    # users' API port: the route is not there; the join token alone is not a node
+    assert cluster.http.post("/v1/metrics/ingest", json=body).status_code == 404
+    context = ssl.create_default_context(cafile=str(cluster.ca))
+    with httpx.Client(base_url=cluster.cluster_url, verify=context, timeout=30) as joiner:
+        refused = joiner.post(
+            "/v1/metrics/ingest", json=body, headers={"Authorization": f"Bearer {cluster.token}"}
+        )
+        assert refused.status_code in (401, 403), refused.text
+    with cluster.as_node("mx1") as agent:
         sent = agent.post("/v1/metrics/ingest", json=body)
         assert sent.status_code == 200, sent.text
         assert sent.json() == {"received": 12, "kept": 12}
         again = agent.post("/v1/metrics/ingest", json={**batch("mx1", now), "dropped": 2})
         assert again.json()["kept"] == 12  # rewrites of the same samples
+        forged = agent.post("/v1/metrics/ingest", json=batch("mx2", now))
+        assert forged.status_code == 403, forged.text
+        relabelled = {**body, "points": [{**body["points"][0], "labels": {"node": "mx2"}}]}
+        assert agent.post("/v1/metrics/ingest", json=relabelled).status_code == 403
         bad = agent.post("/v1/metrics/ingest", json={"node": "", "points": [{"metric": "1x"}]})
         assert bad.status_code == 400
         assert {e["field"] for e in bad.json()["errors"]} >= {"node", "points[0].metric"}
@@ -81,16 +89,15 @@ def test_ingest_query_series_and_restart(cluster: Cluster) -> None:
     assert [s["last_value"] for s in dropped] == [5.0]
 
     paths = cluster.http.get("/v1/openapi.json").json()["paths"]
-    assert {"/v1/metrics/ingest", "/v1/metrics/query", "/v1/metrics/series"} <= set(paths)
+    assert {"/v1/metrics/query", "/v1/metrics/series"} <= set(paths)
+    assert "/v1/metrics/ingest" not in paths  # a cluster-port route
 
     # a clean restart flushes; the new process reads the samples back
     cluster.server.stop()
     cluster.server.start()
     after = cluster.http.get("/v1/metrics/query", params=params).json()
     assert after == [series]
-    with httpx.Client(
-        base_url=cluster.addr, timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
-    ) as agent:
+    with cluster.as_node("mx1") as agent:
         assert (
             agent.post("/v1/metrics/ingest", json=batch("mx1", now, dropped=1)).status_code == 200
         )

@@ -154,7 +154,7 @@ def test_under_acls_prometheus_scrapes_with_a_token_that_reads_nodes_and_service
 ) -> None:
     with Cluster(tmp_path, server_args=["--acl"]) as cluster:
         assert httpx.get(f"{cluster.addr}/metrics", timeout=10).status_code == 403
-        management = cluster.cli_json("acl", "bootstrap")["SecretID"]
+        management = cluster.management_token()
         cluster.env["MOORAGE_HTTP_TOKEN"] = management
         cluster.cli("acl", "policy", "create", "prometheus", "--rule", "node=read")
         created = cluster.cli_json("acl", "token", "create", "--policy", "prometheus")
@@ -248,11 +248,12 @@ bind-address = "127.0.0.1:{free_port()}"
 
 class Moorage:
     """A server (and agent) with `--influx-url`; points enter through `POST /v1/metrics/ingest`
-    as the agents send them (join token)."""
+    as the agents send them (a node certificate, on the cluster port)."""
 
     def __init__(self, root: Path, influx_url: str) -> None:
         args = ["--influx-url", f"{influx_url}/write?db=moorage", "--influx-buffer", "5000"]
         self.cluster = Cluster(root, server_args=args)
+        self.node: httpx.Client | None = None  # a node's client of the cluster port
 
     def __enter__(self) -> Moorage:
         self.cluster.start()
@@ -262,9 +263,11 @@ class Moorage:
         self.cluster.stop()
 
     def ingest(self, points: list[Point]) -> None:
+        # as node n1 sends its own points (a node may send only points labelled with itself)
         body = {"node": "n1", "points": [p.model_dump() for p in points]}
-        headers = {"Authorization": f"Bearer {self.cluster.token}"}
-        answer = self.cluster.http.post("/v1/metrics/ingest", json=body, headers=headers)
+        node = self.node or self.cluster.as_node("n1")
+        self.node = node
+        answer = node.post("/v1/metrics/ingest", json=body)
         assert answer.status_code == 200 and answer.json()["kept"] == len(points), answer.text
 
     def influx_series(self) -> dict[str, float]:

@@ -129,22 +129,30 @@ deployment: {{min_healthy_time: 0s}}
     assert missing.returncode == 1 and "nothing-here" in missing.stderr
 
 
-def test_the_agent_answers_logs_and_exec_only_with_the_join_token(cluster: Cluster) -> None:
-    """The server checks users (ACLs) and relays to the agent with the join token; the agent's
-    own port, reachable from the network in a cluster, refuses anyone without it."""
+def test_the_agent_answers_logs_and_exec_only_to_a_server(cluster: Cluster) -> None:
+    """The server checks users (ACLs) and relays to the agent with its certificate; the agent's
+    own port, reachable from the network in a cluster, refuses anyone without one: no
+    certificate, the join token, or a node's certificate."""
+    import ssl
+
     cluster.deploy(http_spec(count=1))
     (task,) = cluster.wait_running("web", 1)
     node = next(n for n in cluster.http.get("/v1/nodes").json() if n["name"] == task["node"])
-    with httpx.Client(base_url=f"http://{node['agent_addr']}", timeout=10) as agent:
+    trusting = ssl.create_default_context(cafile=str(cluster.ca))
+    url = f"https://{node['agent_addr']}"
+    logs, run = f"/v1/tasks/{task['id']}/logs", f"/v1/tasks/{task['id']}/exec"
+    with httpx.Client(base_url=url, verify=trusting, timeout=10) as agent:
         assert agent.get("/v1/health").status_code == 200
-        logs, run = f"/v1/tasks/{task['id']}/logs", f"/v1/tasks/{task['id']}/exec"
-        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        for headers in ({}, {"Authorization": f"Bearer {cluster.token}"}):
             for path, params in ((logs, {}), (run, {"cmd": "true"})):
                 answer = agent.get(path, params=params, headers=headers)
-                assert answer.status_code == 401, (path, answer.text)
-                assert answer.json()["code"] == "unauthorized"
-        good = {"Authorization": f"Bearer {cluster.token}"}
-        assert agent.get(logs, headers=good).status_code == 200
-    # Through the server, users need no join token: it relays with its own.
+                assert answer.status_code == 403, (path, answer.text)
+    with httpx.Client(base_url=url, verify=cluster.node_tls("n7"), timeout=10) as other_node:
+        assert other_node.get(logs).status_code == 403
+    server = cluster.root / "server" / "tls"
+    trusting.load_cert_chain(server / "server.pem", server / "server.key")
+    with httpx.Client(base_url=url, verify=trusting, timeout=10) as the_server:
+        assert the_server.get(logs).status_code == 200
+    # Through the server, users need no certificate: it relays with its own.
     assert cluster.cli("exec", task["id"], "--", "true").returncode == 0
     assert cluster.http.get(logs).status_code == 200

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .cluster import MOORAGE, REPO, Proc, free_port, wait_for
+from .cluster import MOORAGE, REPO, Proc, dev_command, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,21 +89,7 @@ class Shots:
 
 
 def _dev(tmp_path: Path, port: int) -> Proc:
-    args = [
-        *MOORAGE,
-        "dev",
-        "--demo",
-        "--demo-dir",
-        str(REPO / "examples"),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--http-addr",
-        f"127.0.0.1:{port}",
-        "--agent-addr",
-        f"127.0.0.1:{free_port()}",
-        "--dns-addr",
-        f"127.0.0.1:{free_port()}",
-    ]
+    args = dev_command(tmp_path / "data", port)
     help_text = subprocess.run([*MOORAGE, "dev", "--help"], capture_output=True, text=True).stdout
     if "--metrics-interval" in help_text:
         args += ["--metrics-interval", "1s"]  # samples within seconds, not every 10 s
@@ -252,6 +238,7 @@ def _acl_server(tmp_path: Path) -> tuple[Proc, str]:
     port = free_port()
     args = [*MOORAGE, "server", "--acl", "--data-dir", str(tmp_path / "server")]
     args += ["--http-addr", f"127.0.0.1:{port}", "--dns-addr", f"127.0.0.1:{free_port()}"]
+    args += ["--cluster-addr", f"127.0.0.1:{free_port()}"]
     return Proc(args, tmp_path / "server.log", cwd=REPO), f"http://127.0.0.1:{port}"
 
 
@@ -285,7 +272,7 @@ def test_dashboard_asks_for_a_token_when_acls_deny(tmp_path: Path, browser: Any)
     proc, addr = _acl_server(tmp_path)
     server = proc.start(ready_timeout=30)
     try:
-        secret = httpx.post(f"{addr}/v1/acl/bootstrap", timeout=10).json()["SecretID"]
+        secret = (tmp_path / "server" / "acl-bootstrap-token").read_text().strip()
         browser.get(f"{addr}/ui/")  # the page itself needs no token; its API calls do
         reason = wait_for(
             lambda: browser.execute_script(

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from .cluster import AgentSpec, Cluster, containers_of, pid_alive, wait_for
@@ -47,12 +46,6 @@ def cluster1(tmp_path: Path, mounts: None) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
-
-
-def agent_client(cluster: Cluster) -> httpx.Client:
-    return httpx.Client(
-        base_url=cluster.addr, timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
-    )
 
 
 def volume(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -152,28 +145,30 @@ def test_second_task_waits_while_another_holds_the_volume(
 ) -> None:
     cluster = cluster1
     cluster.cli("volume", "create", "data", "--driver", "shared", "--size", "16")
-    with agent_client(cluster) as other:
-        held = other.post(
-            "/v1/volumes/data/claim", json={"node": "n9", "task": "holder-1", "lease_ttl": 3600}
-        )
-        assert held.status_code == 200, held.text
-        cluster.deploy(process_spec("db", tmp_path / "inside", "x"))
+    # another node (registered, running nothing, room for its holder task only) holds it
+    other = cluster.fake_node("n9", memory=16)
+    holder = cluster.task_on("n9", "holder")
+    held = other.post(
+        "/v1/volumes/data/claim", json={"node": "n9", "task": holder, "lease_ttl": 3600}
+    )
+    assert held.status_code == 200, held.text
+    cluster.deploy(process_spec("db", tmp_path / "inside", "x"))
 
-        def waiting() -> dict[str, Any] | None:
-            tasks = cluster.tasks("db")
-            return tasks[0] if tasks and "waiting for volume data" in tasks[0]["message"] else None
+    def waiting() -> dict[str, Any] | None:
+        tasks = cluster.tasks("db")
+        return tasks[0] if tasks and "waiting for volume data" in tasks[0]["message"] else None
 
-        task = wait_for(waiting, 20, what="the task waiting for the volume")
-        assert task["status"] == "starting"
-        assert "held by task holder-1 on node n9 (epoch 1)" in task["message"]
-        time.sleep(1.5)  # still waiting, and retrying
-        assert cluster.tasks("db")[0]["status"] == "starting"
-        assert not (cluster.root / "node1" / "agent" / "alloc" / task["id"] / "logs").exists()
+    task = wait_for(waiting, 20, what="the task waiting for the volume")
+    assert task["status"] == "starting" and task["node"] == "n1"
+    assert f"held by task {holder} on node n9 (epoch 1)" in task["message"]
+    time.sleep(1.5)  # still waiting, and retrying
+    assert cluster.tasks("db")[0]["status"] == "starting"
+    assert not (cluster.root / "node1" / "agent" / "alloc" / task["id"] / "logs").exists()
 
-        released = other.post(
-            "/v1/volumes/data/release", json={"node": "n9", "task": "holder-1", "epoch": 1}
-        )
-        assert released.status_code == 200
+    released = other.post(
+        "/v1/volumes/data/release", json={"node": "n9", "task": holder, "epoch": 1}
+    )
+    assert released.status_code == 200
     (running,) = cluster.wait_running("db", 1)
     assert "env-epoch=2" in wait_output(cluster, running, "done")
 

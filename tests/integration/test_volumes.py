@@ -16,13 +16,6 @@ from .cluster import Cluster
 pytestmark = pytest.mark.integration
 
 
-def agent(cluster: Cluster) -> httpx.Client:
-    """A client carrying the join token, as an agent's calls do."""
-    return httpx.Client(
-        base_url=cluster.addr, timeout=30, headers={"Authorization": f"Bearer {cluster.token}"}
-    )
-
-
 def test_volume_lifecycle_claims_and_fencing(cluster: Cluster) -> None:
     # create through the CLI; bad input exits 2 naming the field
     created = cluster.cli_json("volume", "create", "data", "--driver", "shared", "--size", "64")
@@ -81,55 +74,62 @@ def test_volume_lifecycle_claims_and_fencing(cluster: Cluster) -> None:
     time.sleep(0.3)
     assert "r" not in woke
 
-    with agent(cluster) as n:
-        # the grant routes are the agents': no join token, no claim
-        refused = cluster.http.post("/v1/volumes/data/claim", json={"node": "n1", "task": "t1"})
-        assert refused.status_code == 401
+    # the grant routes are the nodes' (cluster port, node certificate): a user has none
+    assert cluster.http.post("/v1/volumes/data/claim", json={}).status_code == 404
+    n1, n2 = cluster.as_node("n1"), cluster.fake_node("n2")
+    t1, t2 = cluster.task_on("n1", "hold-a"), cluster.task_on("n2", "hold-b")
+    # a node claims only for itself and only for its own tasks (the node authorizer's rule)
+    for who, body in ((n2, {"node": "n1", "task": t1}), (n1, {"node": "n1", "task": t2})):
+        stolen = who.post("/v1/volumes/data/claim", json=body)
+        assert stolen.status_code == 403, stolen.text
+    assert cluster.http.get("/v1/volumes/data").json()["epoch"] == 0  # nothing granted
 
-        claim1 = n.post("/v1/volumes/data/claim", json={"node": "n1", "task": "t1", "lease_ttl": 1})
-        assert claim1.status_code == 200, claim1.text
-        assert claim1.json()["epoch"] == 1 and claim1.json()["state"] == "attached"
-        waiter.join(30)
-        assert woke["r"].json()[0]["epoch"] == 1  # the blocked list woke with the claim
+    claim1 = n1.post("/v1/volumes/data/claim", json={"node": "n1", "task": t1, "lease_ttl": 1})
+    assert claim1.status_code == 200, claim1.text
+    assert claim1.json()["epoch"] == 1 and claim1.json()["state"] == "attached"
+    waiter.join(30)
+    assert woke["r"].json()[0]["epoch"] == 1  # the blocked list woke with the claim
 
-        short = n.post(
-            "/v1/volumes/data/claim", json={"node": "n1", "task": "t1", "lease_ttl": 0.1}
-        )
-        assert short.status_code == 400 and short.json()["errors"][0]["field"] == "lease_ttl"
+    short = n1.post("/v1/volumes/data/claim", json={"node": "n1", "task": t1, "lease_ttl": 0.1})
+    assert short.status_code == 400 and short.json()["errors"][0]["field"] == "lease_ttl"
 
-        second = n.post("/v1/volumes/data/claim", json={"node": "n2", "task": "t2"})
-        assert second.status_code == 409 and "n1" in second.json()["message"]
-        wrong = n.post("/v1/volumes/data/renew", json={"node": "n1", "task": "t1", "epoch": 5})
-        assert wrong.status_code == 409 and "lost" in wrong.json()["message"]
-        no_epoch = n.post("/v1/volumes/data/renew", json={"node": "n1", "task": "t1"})
-        assert no_epoch.status_code == 400 and no_epoch.json()["errors"][0]["field"] == "epoch"
+    second = n2.post("/v1/volumes/data/claim", json={"node": "n2", "task": t2})
+    assert second.status_code == 409 and "n1" in second.json()["message"]
+    wrong = n1.post("/v1/volumes/data/renew", json={"node": "n1", "task": t1, "epoch": 5})
+    assert wrong.status_code == 409 and "lost" in wrong.json()["message"]
+    no_epoch = n1.post("/v1/volumes/data/renew", json={"node": "n1", "task": t1})
+    assert no_epoch.status_code == 400 and no_epoch.json()["errors"][0]["field"] == "epoch"
+    # another node cannot renew or release n1's claim
+    for route in ("renew", "release"):
+        body = {"node": "n1", "task": t1, "epoch": 1}
+        assert n2.post(f"/v1/volumes/data/{route}", json=body).status_code == 403
 
-        # deleting is refused while attached, naming the holder
-        held = cluster.cli("volume", "rm", "data", check=False)
-        assert held.returncode == 1 and "t1" in held.stderr and "n1" in held.stderr
+    # deleting is refused while attached, naming the holder
+    held = cluster.cli("volume", "rm", "data", check=False)
+    assert held.returncode == 1 and t1 in held.stderr and "n1" in held.stderr
 
-        # the lease (1 s) and the grace (2 s) run out: n2 takes it with epoch 2, n1 is fenced
-        time.sleep(3.3)
-        taken = n.post("/v1/volumes/data/claim", json={"node": "n2", "task": "t2"})
-        assert taken.status_code == 200, taken.text
-        assert taken.json()["epoch"] == 2
-        assert [(a["node"], a["epoch"]) for a in taken.json()["attachments"]] == [("n2", 2)]
-        fenced = n.post("/v1/volumes/data/renew", json={"node": "n1", "task": "t1", "epoch": 1})
-        assert fenced.status_code == 409 and "lost" in fenced.json()["message"]
-        renewed = n.post("/v1/volumes/data/renew", json={"node": "n2", "task": "t2", "epoch": 2})
-        assert renewed.status_code == 200 and renewed.json()["epoch"] == 2
-        # a stale release changes nothing; the holder's release detaches it
-        stale = n.post("/v1/volumes/data/release", json={"node": "n1", "task": "t1", "epoch": 1})
-        assert stale.status_code == 200 and stale.json()["state"] == "attached"
-        held = cluster.http.delete("/v1/volumes/data")
-        assert held.status_code == 409 and "task t2 on node n2" in held.json()["message"]
-        released = n.post("/v1/volumes/data/release", json={"node": "n2", "task": "t2", "epoch": 2})
-        assert released.status_code == 200
-        assert (released.json()["state"], released.json()["attachments"]) == ("detached", [])
+    # the lease (1 s) and the grace (2 s) run out: n2 takes it with epoch 2, n1 is fenced
+    time.sleep(3.3)
+    taken = n2.post("/v1/volumes/data/claim", json={"node": "n2", "task": t2})
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["epoch"] == 2
+    assert [(a["node"], a["epoch"]) for a in taken.json()["attachments"]] == [("n2", 2)]
+    fenced = n1.post("/v1/volumes/data/renew", json={"node": "n1", "task": t1, "epoch": 1})
+    assert fenced.status_code == 409 and "lost" in fenced.json()["message"]
+    renewed = n2.post("/v1/volumes/data/renew", json={"node": "n2", "task": t2, "epoch": 2})
+    assert renewed.status_code == 200 and renewed.json()["epoch"] == 2
+    # a stale release changes nothing; the holder's release detaches it
+    stale = n1.post("/v1/volumes/data/release", json={"node": "n1", "task": t1, "epoch": 1})
+    assert stale.status_code == 200 and stale.json()["state"] == "attached"
+    held = cluster.http.delete("/v1/volumes/data")
+    assert held.status_code == 409 and f"task {t2} on node n2" in held.json()["message"]
+    released = n2.post("/v1/volumes/data/release", json={"node": "n2", "task": t2, "epoch": 2})
+    assert released.status_code == 200
+    assert (released.json()["state"], released.json()["attachments"]) == ("detached", [])
 
-        # a local volume is granted only on its node
-        elsewhere = n.post("/v1/volumes/db/claim", json={"node": "n2", "task": "t3"})
-        assert elsewhere.status_code == 409 and "local to node n1" in elsewhere.json()["message"]
+    # a local volume is granted only on its node
+    elsewhere = n2.post("/v1/volumes/db/claim", json={"node": "n2", "task": t2})
+    assert elsewhere.status_code == 409 and "local to node n1" in elsewhere.json()["message"]
 
     removed = cluster.cli("volume", "rm", "data")
     assert "removed" in removed.stdout
@@ -144,9 +144,9 @@ def test_volume_lifecycle_claims_and_fencing(cluster: Cluster) -> None:
 
 
 def test_volumes_under_acls(tmp_path: Path) -> None:
-    """`/v1/volumes` needs read (GET) or write on every service; the grants need the join token."""
+    """`/v1/volumes` needs read (GET) or write on every service; the grants a node certificate."""
     with Cluster(tmp_path, server_args=["--acl"]) as cluster:
-        management = cluster.cli_json("acl", "bootstrap")["SecretID"]
+        management = cluster.management_token()
         cluster.env["MOORAGE_HTTP_TOKEN"] = management
         cluster.cli("acl", "policy", "create", "reader", "--rule", "service:=read")
         reader = cluster.cli_json("acl", "token", "create", "--policy", "reader")["SecretID"]
@@ -159,9 +159,13 @@ def test_volumes_under_acls(tmp_path: Path) -> None:
             assert [v["name"] for v in read_only.get("/v1/volumes").json()] == ["data"]
             denied = read_only.delete("/v1/volumes/data")
             assert denied.status_code == 403 and "service" in denied.json()["message"]
-        with agent(cluster) as n:
-            claimed = n.post("/v1/volumes/data/claim", json={"node": "n1", "task": "t1"})
-            assert claimed.status_code == 200 and claimed.json()["epoch"] == 1
+        # the grants are the nodes': their certificate is the credential, no ACL token needed
+        cluster.http.headers["X-Moorage-Token"] = management
+        task = cluster.task_on("n1", "hold")
+        claimed = cluster.as_node("n1").post(
+            "/v1/volumes/data/claim", json={"node": "n1", "task": task}
+        )
+        assert claimed.status_code == 200 and claimed.json()["epoch"] == 1
 
 
 def test_deploying_specs_with_volumes(cluster: Cluster, tmp_path: Path) -> None:

@@ -34,12 +34,14 @@ from moorage.drivers.errors import DriverError
 from moorage.drivers.process import ProcessDriver
 from moorage.model import Desired, Node, Task, TaskDefinition, TaskStatus, Unavailable
 from moorage.model.messages import TaskReport
+from moorage.pki.tokens import parse_join_token
 from moorage.volumes import Layout
 
 from .client import ServerClient, ServerError
 from .config import AgentConfig
 from .handles import HandleStore, SavedTask
 from .http import build_app
+from .identity import NodeTls
 from .metrics import AgentMetrics, disk_paths
 from .pause import thaw_leftovers
 from .registrations import RegistrationChecks
@@ -53,6 +55,16 @@ log = logging.getLogger(__name__)
 HEARTBEAT = 1.5  # until the server says otherwise (it scales with the cluster)
 TTL = 5.0  # the node's heartbeat TTL, until the server says otherwise
 FENCE_TICK = 0.25
+
+
+def traversable(folder: Path) -> None:
+    """Create `folder` and the parents it lacks, 0711 whatever the umask, and make `folder`
+    and its own parent (the data dir the agent was given) 0711: a task's own user passes
+    through to its working directory; listing and reading stay root's."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in {*missing, folder, folder.parent}:
+        created.chmod(0o711)
 
 
 class Agent:
@@ -112,7 +124,7 @@ class Agent:
         self, ready: asyncio.Event | None = None, stop_tasks_on_exit: bool = False
     ) -> None:
         """Run until cancelled. With stop_tasks_on_exit, every task is stopped and reported first."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        traversable(self.data_dir / "alloc")
         docker = DockerDriver()
         if await docker.available():
             self.drivers["docker"] = self.docker_driver = docker
@@ -125,9 +137,22 @@ class Agent:
                 await self.docker_driver.close()
             await self.process_driver.close()
 
+    def addresses(self) -> list[str]:
+        """The addresses the node's certificate names: where servers reach its port."""
+        host = self.reachable_at().rpartition(":")[0].strip("[]")
+        return sorted({host, self.config.advertise_address})
+
     async def _run(self, ready: asyncio.Event | None, stop_tasks_on_exit: bool) -> None:
-        async with aiohttp.ClientSession() as session:
-            self.client = ServerClient(session, list(self.config.servers), self.token)
+        servers = list(self.config.servers)
+        token = parse_join_token(self.token) if self.token else None
+        tls = NodeTls(self.data_dir, self.name, self.addresses(), token, self.config.ca_cert)
+        await tls.ensure(servers)
+        assert tls.client is not None
+        connector = aiohttp.TCPConnector(ssl=tls.client)
+        # each call sets its own total (blocking queries wait longer); this is the default
+        timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            self.client = ServerClient(session, servers)
             await self._register_until_done()
             self._recovered = {s.task_id: s for s in self.handles.load_all()}
             await self._remove_unknown_containers()
@@ -135,12 +160,15 @@ class Agent:
             saved_handles = [h for saved in self._recovered.values() for h in saved.handles]
             for thawed in await thaw_leftovers(saved_handles, self.docker):
                 log.warning("resumed %s, left paused by an interrupted snapshot", thawed)
-            app = build_app(self, self.token)
+            app = build_app(self)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             try:
                 try:
-                    await web.TCPSite(runner, *self.config.http_addr, reuse_address=True).start()
+                    site = web.TCPSite(
+                        runner, *self.config.http_addr, ssl_context=tls.server, reuse_address=True
+                    )
+                    await site.start()
                 except OSError as exc:
                     host, port = self.config.http_addr
                     raise Unavailable(
@@ -151,6 +179,7 @@ class Agent:
                 try:
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._heartbeat_loop())
+                        group.create_task(tls.keep_renewed(servers))
                         group.create_task(self._watch_loop())
                         group.create_task(self._fence_loop())
                         checks = RegistrationChecks(
@@ -373,7 +402,7 @@ class Agent:
 
     async def _secrets(self, task_id: str) -> dict[str, dict[str, str]]:
         assert self.client is not None
-        return await self.client.task_secrets(task_id, self.name)
+        return await self.client.task_secrets(task_id)
 
     def _driver_of(self, handle: TaskHandle) -> Driver:
         return self.drivers.get(handle.driver) or self.process_driver

@@ -1,4 +1,5 @@
-"""The agent's client of the server API (aiohttp). Errors become `ServerError`s here, only here.
+"""The agent's client of the servers' cluster port (aiohttp over mutual TLS: the session's
+connector presents the node's certificate). Errors become `ServerError`s here, only here.
 
 Every message is a class of `moorage.model.messages` (or a stored model), sent as its JSON and
 parsed back with the same class the server uses.
@@ -33,12 +34,7 @@ class ServerClient:
     """Talks to one of the cluster's servers: on a connection failure (or a 503 from a server
     that cannot answer) the call moves on to the next address, and stays there."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_urls: str | list[str],
-        token: str | None = None,
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_urls: str | list[str]) -> None:
         self.session = session
         urls = [base_urls] if isinstance(base_urls, str) else base_urls
         self.bases = [url.rstrip("/") for url in urls]
@@ -46,7 +42,6 @@ class ServerClient:
             raise ValueError("at least one server address is needed")
         self._current = 0
         self.last_contact: float | None = None  # monotonic time of the last answer of a server
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._taskdefs: dict[tuple[str, int], TaskDefinition] = {}
 
     @property
@@ -88,8 +83,8 @@ class ServerClient:
             async with self.session.request(
                 method,
                 base + path,
-                headers={**self.headers, **(headers or {})},
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(10.0, timeout)),
                 **kwargs,
             ) as response:
                 text = await response.text()
@@ -122,11 +117,10 @@ class ServerClient:
         body, _ = await self._send("PUT", f"/v1/nodes/{node.name}", node)
         return _parse(Node, body)
 
-    async def task_secrets(self, task_id: str, node: str) -> dict[str, dict[str, str]]:
-        """The secret env values of a task's containers (the server checks the node)."""
-        body, _ = await self._call(
-            "GET", f"/v1/tasks/{task_id}/secrets", headers={"X-Moorage-Node": node}
-        )
+    async def task_secrets(self, task_id: str) -> dict[str, dict[str, str]]:
+        """The secret env values of a task's containers (only a task on this node: the
+        server knows the node by its certificate)."""
+        body, _ = await self._call("GET", f"/v1/tasks/{task_id}/secrets")
         return _parse(TaskSecrets, body).root
 
     async def heartbeat(self, name: str) -> HeartbeatAnswer:

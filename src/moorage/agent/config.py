@@ -12,13 +12,15 @@ from .metrics import DEFAULT_BUFFER_BYTES, DEFAULT_INTERVAL
 
 @dataclass(frozen=True)
 class AgentConfig:
-    servers: tuple[str, ...]  # `--server` URLs; the agent moves on when one stops answering
+    servers: tuple[str, ...]  # servers' cluster ports (https URLs); the agent moves on when
+    # one stops answering
     name: str  # the node's name
     data_dir: Path  # handles, task dirs, logs, the metrics buffer
     http_addr: tuple[str, int] = ("127.0.0.1", 7071)  # `--agent-addr`: logs, exec, snapshots
     attrs: dict[str, str] = field(default_factory=dict)  # `--attr k=v`: constraints match these
     advertise_address: str = "127.0.0.1"  # where this node's tasks are reached
-    token: str | None = None  # the cluster's join token
+    token: str | None = None  # the cluster's join token (needed until the node holds a cert)
+    ca_cert: Path | None = None  # the cluster CA, when the token does not pin it
     cpu: int | None = None  # CPU units (1024 a core); None: the machine's
     memory: int | None = None  # MiB; None: the machine's
     event_handlers: dict[str, str] = field(default_factory=dict)  # user event name → command

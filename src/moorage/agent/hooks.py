@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from moorage.drivers.base import CommandCapable, Driver, StartRequest, TaskHandle
-from moorage.drivers.process import in_mount_namespace
+from moorage.drivers.process import beside
 from moorage.model import CheckState, Container, Task, TaskDefinition, TaskStatus
 from moorage.volumes import VolumeError
 
@@ -231,8 +231,8 @@ class ChecksHook(Hook):
 
 
 def _namespace_of(handle: TaskHandle | None) -> Callable[[list[str]], list[str]] | None:
-    """A process container's command check runs in its mount namespace (its volume mounts)."""
+    """A process container's command check runs in its mount namespace (its volume mounts),
+    as its user."""
     if handle is None:
         return None
-    pid = handle.state.get("pid")
-    return lambda command: in_mount_namespace(command, pid)
+    return lambda command: beside(handle, command)

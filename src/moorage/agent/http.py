@@ -5,10 +5,11 @@
     GET /v1/tasks/{id}/exec (WebSocket)
     volume snapshots: take, archive, restore, delete (agent/snapshots.py)
 
-Every route but the health probe needs the cluster's join token (`Authorization: Bearer`),
-declared with the route in `build_app`: the server relays users' logs and exec calls here after
-checking their ACL token, and the agent's address is reachable from the network in a cluster,
-so the agent must not answer strangers.
+The port speaks TLS with the node's certificate. Every route but the health probe needs a
+server's certificate (mutual TLS), declared with the route in `build_app`: the server relays
+users' logs and exec calls here after checking their ACL token, and the agent's address is
+reachable from the network in a cluster, so the agent must not answer strangers. Path
+parameters are checked before any handler runs (a task id never walks out of its directory).
 
 Logs are read from the files the driver's executor writes (`<data>/alloc/<id>/logs/<container>.<stream>`,
 rotated to `.1`, `.2` …). Following survives rotation: a file whose inode changed or that shrank is
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import os
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from moorage.drivers.base import ExecCapable
+from moorage.pki import identity_of
 
 from . import snapshots
 from .surface import AGENT_KEY, LocalAgent
@@ -43,10 +45,11 @@ STREAMS = ("stdout", "stderr", "both")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN = "open"  # anyone: the health probe
-CLUSTER = "cluster"  # the cluster's join token: the server relaying a user's call, or an agent
+SERVER = "server"  # a server's certificate: relaying a user's call after checking its token
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$")  # task ids, volumes, snapshots
 
 
-def build_app(agent: LocalAgent, token: str | None) -> web.Application:
+def build_app(agent: LocalAgent) -> web.Application:
     """The agent's routes, each with who may call it; one middleware enforces it, and a route
     without a declaration cannot be added."""
     declared: dict[AbstractRoute, str] = {}
@@ -54,19 +57,24 @@ def build_app(agent: LocalAgent, token: str | None) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         auth = declared.get(request.match_info.route)
-        if auth == CLUSTER and token:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return _error(401, "unauthorized", "", "this call needs the cluster's join token")
+        if auth == SERVER:
+            transport = request.transport
+            peer = transport.get_extra_info("peercert") if transport is not None else None
+            identity = identity_of(peer)
+            if identity is None or identity.role != "server":
+                return _error(403, "forbidden", "", "only a server of the cluster may call this")
+        for name, value in request.match_info.items():
+            if NAME.fullmatch(value) is None:
+                return _error(400, "invalid_path", name, f"{value!r} is not a valid {name}")
         return await handler(request)
 
     app = web.Application(middlewares=[guard])
     app[AGENT_KEY] = agent
     routes: list[tuple[str, str, Handler, str]] = [
         ("GET", "/v1/health", health, OPEN),
-        ("GET", "/v1/tasks/{id}/logs", task_logs, CLUSTER),
-        ("GET", "/v1/tasks/{id}/exec", task_exec, CLUSTER),
-        *((method, path, handler, CLUSTER) for method, path, handler in snapshots.ROUTES),
+        ("GET", "/v1/tasks/{id}/logs", task_logs, SERVER),
+        ("GET", "/v1/tasks/{id}/exec", task_exec, SERVER),
+        *((method, path, handler, SERVER) for method, path, handler in snapshots.ROUTES),
     ]
     for method, path, handler, auth in routes:
         declared[app.router.add_route(method, path, handler)] = auth

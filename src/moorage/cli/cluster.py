@@ -115,6 +115,18 @@ def drain(ctx: click.Context, name: str, deadline: str | None, spot_notice: bool
 
 @node.command()
 @click.argument("name")
+@click.option("--lift", is_flag=True, help="Lift an earlier revocation: the node may join again.")
+@click.pass_context
+def revoke(ctx: click.Context, name: str, lift: bool) -> None:
+    """End a node's certificates at once (a lost or compromised machine): the servers refuse
+    it from its next request; rotate the join token too, so that it cannot join again."""
+    with client(ctx) as api:
+        api.request("POST", f"/v1/nodes/{name}/revoke", json={"lift": lift})
+    click.echo(f"node {name}: {'revocation lifted' if lift else 'revoked'}")
+
+
+@node.command()
+@click.argument("name")
 @click.pass_context
 def eligible(ctx: click.Context, name: str) -> None:
     """Let NAME take tasks again."""

@@ -22,7 +22,7 @@ output_option = click.option(
 
 def client(ctx: click.Context) -> Client:
     obj = ctx.find_root().obj or {}
-    return Client(obj.get("addr"), obj.get("token"))
+    return Client(obj.get("addr"), obj.get("token"), ca_cert=obj.get("ca_cert"))
 
 
 def read_spec_file(path: str) -> str:

@@ -10,64 +10,20 @@ import click
 
 from moorage.model import FieldError, SpecError
 
+from .flags import (
+    parse_addr,
+    parse_attrs,
+    parse_handlers,
+    parse_influx,
+    parse_interval,
+    parse_retention,
+    parse_servers,
+    read_token,
+    rules_file,
+)
+
 if TYPE_CHECKING:
-    from moorage.metrics.influx import InfluxConfig
-
-
-def parse_addr(value: str, field: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SpecError([FieldError(field, f"must be HOST:PORT, got {value!r}")])
-    return host or "127.0.0.1", int(port)
-
-
-def parse_servers(values: tuple[str, ...]) -> list[str]:
-    """`--server` values (repeated and/or comma-separated) → http(s) URLs, in order."""
-    urls = [url.strip().rstrip("/") for value in values for url in value.split(",") if url.strip()]
-    for url in urls:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme not in ("http", "https") or not rest:
-            raise SpecError([FieldError("server", f"must be http://HOST:PORT, got {url!r}")])
-    if not urls:
-        raise SpecError([FieldError("server", "at least one server address is needed")])
-    return list(dict.fromkeys(urls))
-
-
-def parse_handlers(values: tuple[str, ...]) -> dict[str, str]:
-    handlers: dict[str, str] = {}
-    for item in values:
-        name, sep, command = item.partition("=")
-        if not sep or not name.strip() or not command.strip():
-            raise SpecError([FieldError("event-handler", f"must be NAME=COMMAND, got {item!r}")])
-        handlers[name.strip()] = command
-    return handlers
-
-
-def parse_attrs(values: tuple[str, ...]) -> dict[str, str]:
-    attrs: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SpecError([FieldError("attr", f"must be key=value, got {item!r}")])
-        attrs[key.strip()] = value.strip()
-    return attrs
-
-
-MAX_METRICS_INTERVAL = 60.0  # two of them fit in exposition.STALE_AFTER
-
-
-def parse_interval(value: str, field: str) -> float:
-    """`--metrics-interval`: a duration, 0 (no collection) or 1s to 60s (/metrics leaves out
-    series not refreshed for two minutes: a longer interval would empty it)."""
-    from moorage.model.duration import parse_duration
-
-    try:
-        seconds = 0.0 if value.strip() == "0" else parse_duration(value)
-    except ValueError as exc:
-        raise SpecError([FieldError(field, str(exc))]) from None
-    if 0 < seconds < 1 or seconds > MAX_METRICS_INTERVAL:
-        raise SpecError([FieldError(field, "must be 0 (off) or between 1s and 60s")])
-    return seconds
+    pass
 
 
 metrics_interval_option = click.option(
@@ -103,26 +59,6 @@ def influx_options(func: click.decorators.FC) -> click.decorators.FC:
     return func
 
 
-def parse_influx(url: str | None, buffer: int) -> InfluxConfig | None:
-    from moorage.metrics.influx import InfluxConfig
-
-    if url is None:
-        return None
-    try:
-        return InfluxConfig(url, buffer=buffer)
-    except ValueError as exc:
-        raise SpecError([FieldError("influx-url", str(exc))]) from None
-
-
-def _rules_file(value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value).resolve()
-    if not path.is_file():
-        raise SpecError([FieldError("alert-rules", f"{value} is not a file")])
-    return path
-
-
 def metrics_store_options(func: click.decorators.FC) -> click.decorators.FC:
     """The embedded time-series store's retention (server and dev; docs/metrics.md)."""
     for option in reversed(
@@ -145,27 +81,6 @@ def metrics_store_options(func: click.decorators.FC) -> click.decorators.FC:
     return func
 
 
-def parse_retention(raw: str, rollup: str) -> tuple[float, float]:
-    """`--metrics-retention` and `--metrics-rollup-retention` → seconds (raw, rollups)."""
-    from moorage.metrics.tsdb import TsdbConfig
-    from moorage.model.duration import parse_duration
-
-    errors, seconds = [], {}
-    for field, value in (("metrics-retention", raw), ("metrics-rollup-retention", rollup)):
-        try:
-            seconds[field] = parse_duration(value)
-        except ValueError as exc:
-            errors.append(FieldError(field, str(exc)))
-    if not errors:
-        config = TsdbConfig(seconds["metrics-retention"], seconds["metrics-rollup-retention"])
-        names = {"raw_retention": "metrics-retention"}
-        names["rollup_retention"] = "metrics-rollup-retention"
-        errors = [FieldError(names[k], m) for k, m in config.problems().items() if k in names]
-    if errors:
-        raise SpecError(errors)
-    return seconds["metrics-retention"], seconds["metrics-rollup-retention"]
-
-
 AGENT_PORT = 7071
 
 data_dir_option = click.option(
@@ -185,7 +100,14 @@ def server_options(func: click.decorators.FC) -> click.decorators.FC:
                 "--http-addr",
                 default="127.0.0.1:7070",
                 show_default=True,
-                help="Server API address.",
+                help="Server API address (users, the dashboard, Prometheus): HTTPS beyond "
+                "loopback.",
+            ),
+            click.option(
+                "--cluster-addr",
+                default="127.0.0.1:7072",
+                show_default=True,
+                help="Where nodes join and report: mutual TLS, a certificate per node.",
             ),
             click.option(
                 "--dns-addr",
@@ -253,6 +175,7 @@ def dns_options(func: click.decorators.FC) -> click.decorators.FC:
 def dev(
     data_dir: str,
     http_addr: str,
+    cluster_addr: str,
     dns_addr: str,
     agent_addr: str,
     dns_domain: str,
@@ -282,6 +205,7 @@ def dev(
     config = daemon.DevConfig(
         data_dir=Path(data_dir).resolve(),
         http_addr=parse_addr(http_addr, "http-addr"),
+        cluster_addr=parse_addr(cluster_addr, "cluster-addr"),
         agent_addr=parse_addr(agent_addr, "agent-addr"),
         attrs=parse_attrs(attrs),
         demo_dir=demo_path,
@@ -301,7 +225,26 @@ def dev(
 @click.option(
     "--acl",
     is_flag=True,
-    help="Require ACL tokens (default deny); bootstrap the first with `moorage acl bootstrap`.",
+    help="Require ACL tokens (default deny); the first start writes a management token to "
+    "<data dir>/acl-bootstrap-token (0600).",
+)
+@click.option(
+    "--tls",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="HTTPS on the API port: auto = beyond loopback (the cluster port is always TLS).",
+)
+@click.option(
+    "--tls-san",
+    "tls_sans",
+    multiple=True,
+    help="Another name or address the server's certificate covers (repeatable).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve the API beyond loopback without ACLs or without TLS (protected mode off).",
 )
 @click.option(
     "--acl-dns",
@@ -324,12 +267,16 @@ def dev(
 def server(
     data_dir: str,
     http_addr: str,
+    cluster_addr: str,
     dns_addr: str,
     dns_domain: str,
     dns_alt_domain: str | None,
     dns_ttl: int,
     dns_recursors: tuple[str, ...],
     acl: bool,
+    tls: str,
+    tls_sans: tuple[str, ...],
+    insecure: bool,
     acl_dns: bool,
     influx_url: str | None,
     influx_buffer: int,
@@ -350,10 +297,14 @@ def server(
     config = daemon.ServerConfig(
         data_dir=Path(data_dir).resolve(),
         http_addr=parse_addr(http_addr, "http-addr"),
+        cluster_addr=parse_addr(cluster_addr, "cluster-addr"),
+        tls="on" if tls == "on" else "off" if tls == "off" else "auto",
+        tls_sans=tls_sans,
+        insecure=insecure,
         acl=acl,
         dns=dataclasses.replace(dns, acl=acl_dns),
         influx=parse_influx(influx_url, influx_buffer),
-        alert_rules=_rules_file(alert_rules),
+        alert_rules=rules_file(alert_rules),
         alert_interval=max(parse_interval(alert_interval, "alert-interval"), 1.0),
         metrics_retention=raw_retention,
         metrics_rollup_retention=rollup_retention,
@@ -365,12 +316,12 @@ def server(
 @click.option(
     "--server",
     "server_urls",
-    envvar="MOORAGE_ADDR",
+    envvar="MOORAGE_SERVERS",
     multiple=True,
-    default=["http://127.0.0.1:7070"],
+    default=["127.0.0.1:7072"],
     show_default=True,
-    help="A server to join; repeat it (or separate with commas) to list every server: the "
-    "agent moves to the next one when one stops answering.",
+    help="A server's cluster port (HOST:PORT; mutual TLS) to join; repeat it (or separate with "
+    "commas) to list every server: the agent moves to the next one when one stops answering.",
 )
 @click.option("--name", default=None, help="Node name (default: the hostname).")
 @click.option("--attr", "attrs", multiple=True, help="Node attribute key=value (repeatable).")
@@ -384,14 +335,27 @@ def server(
 @click.option(
     "--agent-addr",
     default=None,
-    help=f"Where the agent's API (logs, exec, snapshots; join token required) listens. "
+    help=f"Where the agent's API (logs, exec, snapshots; TLS, servers only) listens. "
     f"Default: the advertised address, port {AGENT_PORT}.",
+)
+@click.option(
+    "--token-file",
+    default=None,
+    help="A file holding the cluster's join token (the server's <data dir>/join-token), "
+    "needed on the node's first start only: it then holds a certificate.",
 )
 @click.option(
     "--token",
     envvar="MOORAGE_TOKEN",
     default=None,
-    help="The cluster's join token (the server's <data dir>/join-token; env MOORAGE_TOKEN).",
+    hidden=True,
+    help="The join token itself (prefer --token-file or MOORAGE_TOKEN: a command line is "
+    "readable by every local user).",
+)
+@click.option(
+    "--ca-cert",
+    default=None,
+    help="The cluster CA's certificate (PEM), when the join token does not carry its fingerprint.",
 )
 @click.option(
     "--event-handler",
@@ -446,7 +410,9 @@ def agent(
     attrs: tuple[str, ...],
     advertise: str | None,
     agent_addr: str | None,
+    token_file: str | None,
     token: str | None,
+    ca_cert: str | None,
     cpu: int | None,
     memory: int | None,
     event_handlers: tuple[str, ...],
@@ -459,8 +425,10 @@ def agent(
 ) -> None:
     """Run a node agent: registers this machine and runs the tasks placed on it.
 
-    Joining from another machine needs only `--server http://HOST:7070 --token TOKEN`: the node
-    advertises the address its traffic to the server leaves from and listens there."""
+    Joining from another machine needs only `--server HOST:7072 --token-file FILE` (the
+    server's join token): the node pins the cluster CA by the fingerprint in the token, gets
+    its certificate, advertises the address its traffic to the server leaves from and listens
+    there."""
     from moorage import daemon
     from moorage.model.duration import parse_duration
     from moorage.model.taskdef import size_mib
@@ -487,7 +455,8 @@ def agent(
         http_addr=listen,
         attrs=parse_attrs(attrs),
         advertise_address=address,
-        token=token,
+        token=read_token(token_file, token),
+        ca_cert=Path(ca_cert).resolve() if ca_cert else None,
         cpu=cpu,
         memory=memory,
         event_handlers=parse_handlers(event_handlers),

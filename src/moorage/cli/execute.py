@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import sys
 from typing import Any
 
@@ -46,18 +47,24 @@ def exec_cmd(
             summary = api.service(target)["summary"]  # NotFound names the target if neither
             if not summary["running"]:
                 raise Unavailable(f"{target} has no running task") from None
-        address, headers = api.address, dict(api.headers)
+        address, headers, context = api.address, dict(api.headers), api.tls()
     params = [("cmd", part) for part in command]
     if container:
         params.append(("container", container))
     if tty:
         params.append(("tty", "1"))
-    code = asyncio.run(_run(f"{address}/v1/exec/{target}", params, headers, interactive, tty))
+    url = f"{address}/v1/exec/{target}"
+    code = asyncio.run(_run(url, params, headers, context, interactive, tty))
     sys.exit(code)
 
 
 async def _run(
-    url: str, params: list[tuple[str, str]], headers: dict[str, str], interactive: bool, tty: bool
+    url: str,
+    params: list[tuple[str, str]],
+    headers: dict[str, str],
+    context: ssl.SSLContext,
+    interactive: bool,
+    tty: bool,
 ) -> int:
     raw = tty and interactive and sys.stdin.isatty()
     restore: Any = None
@@ -68,7 +75,13 @@ async def _run(
         restore = termios.tcgetattr(sys.stdin.fileno())
         tty_module.setraw(sys.stdin.fileno())
     try:
-        async with aiohttp.ClientSession(headers=headers) as session:
+        connector = aiohttp.TCPConnector(ssl=context)
+        # no total: a session lasts as long as the command; the connect is bounded, and the
+        # websocket heartbeat finds a peer that went away
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(
+            headers=headers, connector=connector, timeout=timeout
+        ) as session:
             try:
                 ws = await session.ws_connect(url, params=params, heartbeat=30)
             except aiohttp.WSServerHandshakeError as exc:

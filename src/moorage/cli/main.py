@@ -37,6 +37,7 @@ LAZY_MODULES = (
     "kv",
     "volumes",
     "metrics",
+    "trust",
 )
 
 
@@ -130,14 +131,22 @@ def _print_error(exc: MoorageError) -> None:
     default=None,
     help="ACL token, when the server runs with --acl (env MOORAGE_HTTP_TOKEN).",
 )
+@click.option(
+    "--ca-cert",
+    envvar="MOORAGE_CACERT",
+    default=None,
+    help="The cluster CA (PEM) HTTPS answers are checked against (env MOORAGE_CACERT; "
+    "default: the one `moorage ca fetch` saved).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="moorage")
 @click.pass_context
-def cli(ctx: click.Context, addr: str, token: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, addr: str, token: str | None, ca_cert: str | None, debug: bool) -> None:
     """moorage: run a small team's services on a handful of machines."""
     ctx.ensure_object(dict)
     ctx.obj["addr"] = addr
     ctx.obj["token"] = token
+    ctx.obj["ca_cert"] = ca_cert
     ctx.obj["debug"] = debug
 
 

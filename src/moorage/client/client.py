@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,22 @@ DEFAULT_ADDR = "http://127.0.0.1:7070"
 
 def default_address() -> str:
     return os.environ.get("MOORAGE_ADDR", DEFAULT_ADDR)
+
+
+def saved_ca() -> Path:
+    """Where `moorage ca fetch` keeps the cluster CA it checked (used when none is given)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "moorage" / "ca.pem"
+
+
+def trusted_ca(ca_cert: str | None = None) -> str | None:
+    """The CA file HTTPS answers are checked against: `--ca-cert`, MOORAGE_CACERT, or the one
+    `moorage ca fetch` saved; None: the system's trust store."""
+    chosen = ca_cert or os.environ.get("MOORAGE_CACERT")
+    if chosen:
+        return chosen
+    saved = saved_ca()
+    return str(saved) if saved.exists() else None
 
 
 def _error(response: httpx.Response) -> MoorageError:
@@ -58,20 +75,28 @@ def _error(response: httpx.Response) -> MoorageError:
 
 class Client:
     def __init__(
-        self, address: str | None = None, token: str | None = None, timeout: float = 30
+        self,
+        address: str | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+        ca_cert: str | None = None,
     ) -> None:
         self.address = (address or default_address()).rstrip("/")
         if "://" not in self.address:
             self.address = f"http://{self.address}"
         headers = {}
-        join_token = os.environ.get("MOORAGE_TOKEN")
-        if join_token:
-            headers["Authorization"] = f"Bearer {join_token}"
         token = token or os.environ.get("MOORAGE_HTTP_TOKEN")  # an ACL token
         if token:
             headers["X-Moorage-Token"] = token
         self.headers = headers
-        self._http = httpx.Client(base_url=self.address, headers=headers, timeout=timeout)
+        self.ca = trusted_ca(ca_cert)
+        self._http = httpx.Client(
+            base_url=self.address, headers=headers, timeout=timeout, verify=self.tls()
+        )
+
+    def tls(self) -> ssl.SSLContext:
+        """What HTTPS answers are checked against (the cluster CA when one is known)."""
+        return ssl.create_default_context(cafile=self.ca)
 
     def close(self) -> None:
         self._http.close()

@@ -283,15 +283,17 @@ class _Lookup:
         )
 
     def _node(self, name: str) -> Answer:
-        index = self.r.cache.index(Topic.NODES)
+        # Under --acl-dns every answer depends on the policies too: an ACL change (a grant or
+        # a revocation) re-renders it at once.
+        topics = [Topic.NODES, Topic.ACL] if self.r.config.acl else [Topic.NODES]
+        index = max(self.r.cache.index(t) for t in topics)
         if not self.r.readable("node", name):
-            topics = [Topic.NODES, Topic.ACL]
             return self._done(wire.REFUSED, [], topics=topics, index=index, soa=False)
         node = self.r.cache.nodes.get(name)
         if node is None:
-            return self._done(wire.NXDOMAIN, [], topics=[Topic.NODES], index=index)
+            return self._done(wire.NXDOMAIN, [], topics=topics, index=index)
         answers = self._addresses([node.address]) if self.qtype in _ADDRESS_TYPES else []
-        return self._done(wire.NOERROR, answers, topics=[Topic.NODES], index=index)
+        return self._done(wire.NOERROR, answers, topics=topics, index=index)
 
     # ---- records -------------------------------------------------------------------------
     def _addresses(self, addresses: Iterable[str]) -> list[bytes]:

@@ -30,7 +30,7 @@ class RotatingFile:
 
     def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
         self.path, self.max_bytes, self.keep = path, max_bytes, keep
-        self.file = path.open("ab")
+        self.file = self._open()
         self.size = self.file.tell()
 
     def write(self, data: bytes) -> None:
@@ -47,8 +47,12 @@ class RotatingFile:
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        self.file = self.path.open("ab")
+        self.file = self._open()
         self.size = 0
+
+    def _open(self) -> IO[bytes]:
+        # a task's output may hold what it should not: root's alone, whatever the umask
+        return os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
 
 
 def pump(source: IO[bytes], sink: RotatingFile) -> None:
@@ -110,9 +114,18 @@ def main(spec_path: str) -> int:
     exit_path = Path(spec["exit_file"])
     cgroup = spec.get("cgroup") or ""
 
-    def join_cgroup() -> None:
+    user = spec.get("user")
+
+    def in_child() -> None:
+        """Between fork and exec: join the memory cgroup while still root, then become the
+        task's user (groups, gid, uid: in that order, or the later ones are not allowed)."""
         if cgroup:
             Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
+        if user:
+            uid, gid, groups = user
+            os.setgroups(groups)
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
 
     logs = [
         RotatingFile(Path(spec[k]), spec["log_max_bytes"], spec["log_keep"])
@@ -127,7 +140,8 @@ def main(spec_path: str) -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=join_cgroup,
+            preexec_fn=in_child,  # the executor has no threads yet: safe
+            umask=0o022,  # the task's own files as usual; moorage's daemons run with 077
         )
     except OSError as exc:
         write_json(
@@ -197,7 +211,7 @@ def zygote() -> int:
                 os.chdir(os.path.dirname(request["spec"]))  # the task's run dir, not the agent's
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
                 os.dup2(log, 1)

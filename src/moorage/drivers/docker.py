@@ -34,6 +34,7 @@ from .errors import DriverError, StartError
 from .process import LOG_KEEP, LOG_MAX_BYTES, expand
 
 log = logging.getLogger(__name__)
+DOCKER_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
 
 LABEL_TASK = "moorage.task"
 LABEL_CONTAINER = "moorage.container"
@@ -56,7 +57,10 @@ class DockerDriver:
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker()
+            # every call has a total budget: a wedged engine fails a start, it does not hang
+            # the agent (pulls, logs and waits are long-running: aiodocker lifts the total
+            # for them, keeping the connect timeout)
+            self._docker = aiodocker.Docker(timeout=DOCKER_TIMEOUT)
         return self._docker
 
     async def available(self) -> bool:
@@ -190,6 +194,8 @@ class DockerDriver:
             config["Entrypoint"] = [expand(a, req.env) for a in container.entrypoint]
         if container.workdir:
             config["WorkingDir"] = container.workdir
+        if container.user:
+            config["User"] = container.user
         return config
 
     # ---- logs ----------------------------------------------------------------------------

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,16 +48,81 @@ MOUNT_SCRIPT = (
 )
 
 
-def with_mounts(command: list[str], mounts: tuple[BindMount, ...]) -> list[str]:
+@dataclass(frozen=True)
+class RunAs:
+    """Who a process runs as (a container's `user:` resolved on this node)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: str
+
+    def setpriv(self) -> list[str]:
+        """util-linux `setpriv` dropping to this user: for a command that starts as root
+        (the mount wrapper) and must not go on as root."""
+        groups = ["--groups", ",".join(map(str, self.groups))] if self.groups else []
+        return [
+            "setpriv",
+            "--reuid",
+            str(self.uid),
+            "--regid",
+            str(self.gid),
+            *(groups or ["--clear-groups"]),
+            "--",
+        ]
+
+
+def run_as(user: str) -> RunAs:
+    """Resolve Docker's `user[:group]` (names or numbers) against this node's user database.
+    A uid with no entry runs with the gid given, or its own number as gid, and home `/`."""
+    name, _, group = user.partition(":")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        if not name.isdigit():
+            raise StartError(f"user: no user {name!r} on this node") from None
+        uid, gid, login, home, known = int(name), int(name), name, "/", False
+    else:
+        uid, gid, login, home, known = entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir, True
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise StartError(f"user: no group {group!r} on this node") from None
+    groups = tuple(sorted(set(os.getgrouplist(login, gid)))) if known else (gid,)
+    if os.geteuid() != 0 and uid != os.geteuid():
+        raise StartError(f"user: running as {user!r} needs the agent to run as root")
+    return RunAs(uid, gid, groups, login, home or "/")
+
+
+def check_reachable(folder: Path, who: RunAs) -> None:
+    """A clear error, before starting, when `who` cannot reach its working directory."""
+    for parent in folder.parents:
+        info = parent.stat()
+        if info.st_mode & 0o001 or info.st_uid == who.uid:
+            continue
+        if info.st_mode & 0o010 and info.st_gid in who.groups:
+            continue
+        raise StartError(
+            f"user: {who.name} cannot reach {folder}: {parent} is mode {oct(info.st_mode & 0o777)}"
+            " (directories on the way need o+x, as the agent creates them: 0711)"
+        )
+
+
+def with_mounts(
+    command: list[str], mounts: tuple[BindMount, ...], who: RunAs | None = None
+) -> list[str]:
     """The command wrapped so it sees its volumes at their paths: as root only (without root
-    a process finds its volumes through MOORAGE_VOLUME_<KEY> alone)."""
+    a process finds its volumes through MOORAGE_VOLUME_<KEY> alone). The wrapper mounts as
+    root, then drops to `who`."""
     if not mounts or os.geteuid() != 0 or shutil.which("unshare") is None:
         return command
     wrapped = ["unshare", "--mount", "--propagation", "private", "--"]
     wrapped += ["sh", "-c", MOUNT_SCRIPT, "moorage-mounts"]
     for mount in mounts:
         wrapped += [str(mount.source), mount.path, "ro" if mount.read_only else "rw"]
-    return [*wrapped, "--", *command]
+    return [*wrapped, "--", *(who.setpriv() if who else []), *command]
 
 
 def detect_cgroups() -> str:
@@ -93,20 +161,39 @@ class ProcessDriver:
             raise StartError(
                 f"container {container.name!r} has no command (the process driver runs commands)"
             )
+        who = run_as(container.user) if container.user else None
+        # The task dir is traversable (0711) so a task's own user reaches its working
+        # directory (0700, its own); logs and run files stay root's (0700).
+        req.task_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        req.task_dir.chmod(0o711)
         workdir = req.task_dir / container.name
         logs = req.task_dir / "logs"
         run = req.task_dir / "run"
         for folder in (workdir, logs, run):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+        if who is not None and os.geteuid() == 0:
+            os.chown(workdir, who.uid, who.gid)
         cwd = Path(container.workdir) if container.workdir else workdir
+        if who is not None:
+            check_reachable(cwd, who)
+        env = dict(req.env)
+        if who is not None:  # the user's own HOME and names unless the spec sets them
+            for key, value in (("HOME", who.home), ("USER", who.name), ("LOGNAME", who.name)):
+                if key not in container.env:
+                    env[key] = value
+        wrapped = bool(req.mounts) and os.geteuid() == 0 and shutil.which("unshare") is not None
+        if who is not None and wrapped and shutil.which("setpriv") is None:
+            raise StartError("user: with volumes mounted, `setpriv` (util-linux) is needed")
         exit_file, pid_file = run / f"{container.name}.exit", run / f"{container.name}.pid"
         for stale in (exit_file, pid_file):
             stale.unlink(missing_ok=True)
         cgroup = self._make_cgroup(req.task_id, container.name, container.memory)
         spec = {
-            "command": with_mounts([expand(a, req.env) for a in container.command], req.mounts),
-            "env": req.env,
+            "command": with_mounts([expand(a, env) for a in container.command], req.mounts, who),
+            "env": env,
             "cwd": str(cwd),
+            # the executor starts the command as this user (the mount wrapper drops to it itself)
+            "user": None if who is None or wrapped else [who.uid, who.gid, list(who.groups)],
             "stdout": str(logs / f"{container.name}.stdout"),
             "stderr": str(logs / f"{container.name}.stderr"),
             "exit_file": str(exit_file),
@@ -133,6 +220,7 @@ class ProcessDriver:
                 "exit_file": str(exit_file),
                 "cgroup": cgroup,
                 "logs": str(logs),
+                "user": None if who is None else {**asdict(who), "groups": list(who.groups)},
             },
         )
         try:
@@ -335,7 +423,7 @@ class ProcessDriver:
     ) -> ProcessExec:
         """Run a command in the task's environment and working directory (no tty here)."""
         workdir = Path(handle.state["logs"]).parent / handle.container
-        command = in_mount_namespace(command, handle.state.get("pid"))
+        command = beside(handle, command)
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
@@ -420,6 +508,16 @@ async def _readable(fd: int) -> None:
         await done
     finally:
         loop.remove_reader(fd)
+
+
+def beside(handle: TaskHandle, command: list[str]) -> list[str]:
+    """A command run beside a process task (exec, command checks): in its mount namespace,
+    as its user."""
+    user = handle.state.get("user")
+    if isinstance(user, dict) and os.geteuid() == 0:
+        who = RunAs(user["uid"], user["gid"], tuple(user["groups"]), user["name"], user["home"])
+        command = [*who.setpriv(), *command]
+    return in_mount_namespace(command, handle.state.get("pid"))
 
 
 def in_mount_namespace(command: list[str], pid: object) -> list[str]:

@@ -26,6 +26,9 @@ LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
+MAX_TIME = 32_503_680_000.0  # 3000-01-01: a bound on the times users write
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_by_name=True, serialize_by_alias=True)
 
@@ -90,11 +93,16 @@ class Silence(_Strict):
 class SilenceCreate(_Strict):
     """`POST /v1/silences`: matchers and either a duration (from now) or an end time."""
 
-    matchers: dict[str, str] = Field(min_length=1)
+    # the document says it too: one of the two is required
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["duration"]}, {"required": ["ends_at"]}]}
+    )
+
+    matchers: dict[str, str] = Field(min_length=1, max_length=64)
     duration: Duration | None = Field(default=None, gt=0)
-    ends_at: float | None = None
-    comment: str = ""
-    created_by: str = ""
+    ends_at: float | None = Field(default=None, gt=0, lt=MAX_TIME, allow_inf_nan=False)
+    comment: str = Field(default="", max_length=1024)
+    created_by: str = Field(default="", max_length=256)
 
 
 def matches(labels: Mapping[str, str], matchers: Mapping[str, str]) -> bool:

@@ -32,6 +32,7 @@ SERVICE_KEYS = {
     "volumes",
     "secrets",
     "working_dir",
+    "user",
     "labels",
     "stop_grace_period",
     "container_name",
@@ -40,7 +41,6 @@ REFUSED = {
     "build": "build the image and push it to a registry first, then give its `image:`",
     "network_mode": "network_mode is not supported (ports are mapped per task)",
     "privileged": "privileged containers are not supported",
-    "user": "running as another user is not supported yet",
     "volumes_from": "volumes_from is not supported; use named volumes",
     "links": "links are not supported; use PORT_<NAME> variables",
     "pid": "pid namespaces are not supported",
@@ -169,6 +169,8 @@ def _service(
             container[target] = ["sh", "-c", value] if isinstance(value, str) else list(value)
     if "working_dir" in raw:
         container["workdir"] = raw["working_dir"]
+    if "user" in raw:
+        container["user"] = str(raw["user"])
     if "stop_grace_period" in raw:
         container["stop_timeout"] = _seconds(raw["stop_grace_period"])
     labels = raw.get("labels") or {}

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION = 100 * 365 * 86400.0  # a sanity bound: nothing moorage waits for is longer
+# What the API documents (JSON Schema): up to three parts of up to four digits (< 100 years).
+DURATION_PATTERN = r"^([0-9]{1,4}(\.[0-9]{1,3})?(ms|s|m|h|d)){1,3}$"
+DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
+        {"type": "string", "pattern": DURATION_PATTERN},
+    ]
+}
 
 
 def parse_duration(value: Any) -> float:
@@ -18,7 +28,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("must not be negative")
-        return float(value)
+        return _bounded(float(value))
     if not isinstance(value, str):
         raise ValueError("must be a duration such as 10s, 5m or 1h")
     text = value.strip()
@@ -32,7 +42,13 @@ def parse_duration(value: Any) -> float:
         pos = match.end()
     if pos != len(text):
         raise ValueError(f"{value!r} is not a duration (use forms such as 10s, 5m, 1h30m)")
-    return total
+    return _bounded(total)
+
+
+def _bounded(seconds: float) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError("must be at most 100 years")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -51,6 +67,7 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(DURATION_SCHEMA, mode="validation"),
 ]
 """A duration field: accepts `10s`/`5m`/numbers, holds seconds, serializes back to `10s`."""
 

@@ -33,13 +33,13 @@ CONTAINER_KEYS = {
     "dockerLabels",
     "stopTimeout",
     "workingDirectory",
+    "user",
 }
 # Ignoring these would change how the container runs: refused, not dropped.
 REFUSED = {
     "links": "container links are not supported; use PORT_<NAME> variables",
     "volumesFrom": "volumesFrom is not supported; declare the volume and mount it",
     "privileged": "privileged containers are not supported",
-    "user": "running as another user is not supported yet",
     "linuxParameters": "linuxParameters are not supported",
     "ulimits": "ulimits are not supported",
     "readonlyRootFilesystem": "read-only root filesystems are not supported yet",
@@ -138,6 +138,7 @@ def _container(
         ("entryPoint", "entrypoint"),
         ("essential", "essential"),
         ("workingDirectory", "workdir"),
+        ("user", "user"),
         ("dockerLabels", "labels"),
     ):
         if source in raw:

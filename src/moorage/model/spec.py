@@ -80,6 +80,35 @@ def validate_body(model: type[M], data: Any, prefix: str = "") -> M:
         raise SpecError(errors_from(exc, prefix)) from None
 
 
+def unencodable(data: Any, where: str = "") -> str | None:
+    """Where a parsed document holds a string that is not text (a lone UTF-16 surrogate, which
+    JSON's and YAML's `\\ud800` escapes can write): None when there is none."""
+    if isinstance(data, str):
+        try:
+            data.encode()
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            at = f"{where}.{key}" if where else str(key)
+            if (found := unencodable(key, at)) is not None:
+                return found
+            if (found := unencodable(value, at)) is not None:
+                return found
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            if (found := unencodable(item, f"{where}[{index}]")) is not None:
+                return found
+    return None
+
+
+def refuse_unencodable(data: Any) -> None:
+    if (where := unencodable(data)) is not None:
+        message = "is not text: a lone UTF-16 surrogate (\\ud800-\\udfff) has no UTF-8 form"
+        raise SpecError([FieldError(where, message)], code="invalid_body")
+
+
 def load_yaml_documents(text: str) -> list[Any]:
     import yaml  # here: the agent, which imports this package, parses no YAML
 
@@ -92,6 +121,7 @@ def load_yaml_documents(text: str) -> list[Any]:
         raise SpecError([FieldError(where or "yaml", f"YAML syntax error: {problem}")]) from None
     if not docs:
         raise SpecError([FieldError("", "the file holds no spec document")])
+    refuse_unencodable(docs if len(docs) > 1 else docs[0])
     return docs
 
 

@@ -81,6 +81,9 @@ class DependsOn(Strict):
     condition: Literal["started", "healthy"] = "started"
 
 
+USER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$"
+
+
 class Container(Strict):
     """One process tree of a task: an image (docker driver) or a command (process driver)."""
 
@@ -89,6 +92,9 @@ class Container(Strict):
     command: list[str] | None = Field(default=None, min_length=1)
     entrypoint: list[str] | None = None
     workdir: str | None = None
+    # Who the container runs as, as Docker's `--user`: a name or a uid, optionally `:group`.
+    # Docker containers: the image's user database; processes: the node's (it must exist).
+    user: str | None = Field(default=None, pattern=USER_PATTERN)
     cpu: int = Field(default=100, gt=0, le=1024 * 512)
     memory: int = Field(default=128, gt=0, le=1024 * 1024 * 4)
     memory_reservation: int | None = Field(default=None, gt=0)

@@ -33,9 +33,11 @@ class AgentCalls(Protocol):
         path: str,
         body: Any = None,
         params: dict[str, str] | None = None,
+        timeout: float = 60.0,
     ) -> Any:
         """One JSON call to a node's agent; its answer, or its error as a moorage error.
-        Raises AgentUnreachable or AgentLost as above; may block as long as the agent works."""
+        Raises AgentUnreachable or AgentLost as above; returns or fails within `timeout`
+        seconds (AgentLost: the agent may have acted)."""
         ...
 
 
@@ -49,5 +51,6 @@ class NoAgents:
         path: str,
         body: Any = None,
         params: dict[str, str] | None = None,
+        timeout: float = 60.0,
     ) -> Any:
         raise AgentUnreachable("this server cannot call agents (no relay configured)")

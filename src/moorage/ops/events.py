@@ -12,16 +12,37 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
 
-from moorage.model import Event, FieldError, SpecError, TaskStatus
+import re2
+
+from moorage.model import Event, FieldError, Forbidden, SpecError, TaskStatus
 from moorage.model.event import UserEvent
 from moorage.state import StateCache, StateWriter, kinds
 from moorage.store import Op
 
 KEEP = 256
 MAX_PAYLOAD = 100 * 1024  # Consul's is ~100 KiB less overhead: keep events small
+MAX_PATTERN = 256  # characters of one filter
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 FILTERS = ("node", "service", "tag")
+
+
+@lru_cache(maxsize=1024)
+def pattern(text: str) -> Any:
+    """A filter compiled with RE2 (ValueError when it is not one RE2 takes)."""
+    options = re2.Options()
+    options.max_mem = 1 << 20  # bytes for the automaton: a bounded pattern needs far less
+    options.log_errors = False
+    try:
+        return re2.compile(text, options)
+    except re2.error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def search(text: str, value: str) -> bool:
+    return pattern(text).search(value) is not None
 
 
 class Events:
@@ -48,10 +69,16 @@ class Events:
                 FieldError("payload", f"is {len(payload)} bytes; at most {MAX_PAYLOAD}")
             )
         for field in FILTERS:
+            text = filters.get(field, "")
+            if len(text) > MAX_PATTERN:
+                problems.append(
+                    FieldError(field, f"is {len(text)} characters; at most {MAX_PATTERN}")
+                )
+                continue
             try:
-                re.compile(filters.get(field, ""))
-            except re.error as exc:
-                problems.append(FieldError(field, f"is not a regular expression: {exc}"))
+                pattern(text)
+            except ValueError as exc:
+                problems.append(FieldError(field, f"is not a regular expression (RE2): {exc}"))
         if filters.get("tag") and not filters.get("service"):
             problems.append(FieldError("tag", "filters a service's tags: give `service` too"))
         if problems:
@@ -72,7 +99,12 @@ class Events:
         revision = await self.writer.commit([], ops)
         return event.model_copy(update={"ltime": revision or 0})
 
-    def user_events(self, name: str | None, node: str | None) -> list[UserEvent]:
+    def user_events(
+        self, name: str | None, node: str | None, caller: str | None = None
+    ) -> list[UserEvent]:
+        """The events named `name` aimed at `node` (`caller`: a node asks for its own only)."""
+        if caller is not None and node != caller:
+            raise Forbidden(f"node {caller} may list only its own events (node={caller})")
         return [
             e
             for _, e in sorted(self.cache.user_events.items())
@@ -83,7 +115,7 @@ class Events:
         """Whether the event's filters select `node`, as Consul's agents decide (unanchored
         regular expressions): its name; with a service filter, a service with a running task on
         the node; with a tag filter too, one of that service's discovery tags."""
-        if event.node_filter and re.search(event.node_filter, node) is None:
+        if event.node_filter and not search(event.node_filter, node):
             return False
         if not event.service_filter:
             return True
@@ -91,12 +123,12 @@ class Events:
             t.service for t in self.cache.tasks_on_node(node) if t.status == TaskStatus.RUNNING
         }
         for service in running:
-            if re.search(event.service_filter, service) is None:
+            if not search(event.service_filter, service):
                 continue
             if not event.tag_filter:
                 return True
             found = self.cache.services.get(service)
             tags = found.discovery.tags if found is not None and found.discovery else []
-            if any(re.search(event.tag_filter, tag) for tag in tags):
+            if any(search(event.tag_filter, tag) for tag in tags):
                 return True
         return False

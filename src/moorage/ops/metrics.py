@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from moorage.metrics.model import Batch, Point, Series, SeriesInfo
 from moorage.metrics.params import parse_query
 from moorage.metrics.tsdb import TimeSeriesStore
+from moorage.model import Forbidden
 
 DROPPED = "agent_metrics_dropped_total"
 
@@ -41,7 +42,16 @@ class Metrics:
         self.forward = forward
         self._dropped: dict[str, float] = {}  # node → agent_metrics_dropped_total
 
-    def ingest(self, batch: Batch) -> IngestResult:
+    def ingest(self, batch: Batch, node: str | None = None) -> IngestResult:
+        """A node's batch (`node`: the sender; it sends only its own points)."""
+        if node is not None and batch.node != node:
+            raise Forbidden(f"node {node} may not send the metrics of node {batch.node}")
+        if node is not None:
+            for point in batch.points:
+                if point.labels.get("node", node) != node:
+                    raise Forbidden(
+                        f"node {node} may not send points labelled node={point.labels['node']}"
+                    )
         kept = self.store.ingest(batch.points)
         if self.forward is not None:
             self.forward(batch.points)

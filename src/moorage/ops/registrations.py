@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from moorage.model import FieldError, Health, NotFound, SpecError
+from moorage.model import FieldError, Forbidden, Health, NotFound, SpecError
 from moorage.model.acl import Authorizer, Level
 from moorage.model.catalog import RegisteredCheck, Registration
 from moorage.model.duration import parse_go_duration
@@ -205,8 +205,13 @@ class Registrations:
         authz.require("service", owner.name, Level.WRITE)
         await self._write_check(owner.id, check_id, status, output, ttl_only=True)
 
-    async def record(self, registration_id: str, check_id: str, report: CheckReport) -> None:
-        """A check result from the agent that runs it."""
+    async def record(
+        self, registration_id: str, check_id: str, report: CheckReport, node: str | None = None
+    ) -> None:
+        """A check result from the agent that runs it (`node`: only its own registrations)."""
+        current = self.cache.registrations.get(registration_id)
+        if node is not None and current is not None and current.node != node:
+            raise Forbidden(f"node {node} does not run the checks of {registration_id!r}")
         await self._write_check(
             registration_id, check_id, report.status, report.output, ttl_only=False
         )

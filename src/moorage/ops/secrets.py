@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from moorage.model import (
     SECRET_NAME,
     FieldError,
+    Forbidden,
     NotFound,
     Secret,
     SecretInfo,
@@ -145,14 +146,12 @@ class Secrets:
         event = new_event("secret.removed", f"secret {name} removed", now=self.clock())
         await self.writer.commit([], [kinds.SECRET.delete(name), event])
 
-    def for_task(self, task_id: str, node: str | None) -> TaskSecrets:
-        """The secret values of a task's containers, for the agent of the node it is placed on
-        (any other node is told the task does not exist: no hint either way)."""
+    def for_task(self, task_id: str, node: str) -> TaskSecrets:
+        """The secret values of a task's containers, for the node it is placed on only (the
+        Kubernetes Node authorizer's rule): any other node is refused."""
         task = self.cache.tasks.get(task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id!r}")
-        if not task.node or node != task.node:
-            raise NotFound(f"no task {task.id!r} on this node")
+        if task is None or not task.node or node != task.node:
+            raise Forbidden(f"node {node} runs no task {task_id!r}: its secrets are not its own")
         taskdef = self.cache.taskdefs.get((task.family, task.revision))
         if taskdef is None:
             raise NotFound(f"no task definition {task.taskdef_ref}")

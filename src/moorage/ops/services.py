@@ -23,6 +23,7 @@ from moorage.model import (
     Conflict,
     Deployment,
     FieldError,
+    Forbidden,
     NotFound,
     Service,
     ServiceSpec,
@@ -113,7 +114,13 @@ class Services:
             raise NotFound(f"no task definition family {family!r}")
         return revisions
 
-    def taskdef(self, family: str, revision: str) -> TaskDefinition:
+    def taskdef(self, family: str, revision: str, node: str | None = None) -> TaskDefinition:
+        """One revision (`node`: a node reads only the revisions of tasks placed on it)."""
+        if node is not None and not any(
+            (t.family, str(t.revision)) == (family, revision)
+            for t in self.cache.tasks_on_node(node)
+        ):
+            raise Forbidden(f"node {node} runs no task of {family}:{revision}")
         if not revision.isdigit():
             raise SpecError(
                 [FieldError("revision", f"must be a positive integer, got {revision!r}")]
@@ -128,6 +135,9 @@ class Services:
         """Everything that must hold before the first write; SpecError naming every field."""
         for spec in specs:
             authz.require("service", spec.service, Level.WRITE)
+            for container in spec.containers:
+                for name in container.secrets.values():
+                    authz.require("secret", name, Level.READ)  # the task would reveal it
         problems: list[FieldError] = []
         for position, spec in enumerate(specs):
             prefix = f"[{position}]." if len(specs) > 1 else ""

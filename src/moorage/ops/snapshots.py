@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LEASE = 30.0  # seconds: the server's claim while an agent copies; renewed every LEASE / 3
+COPY_TIMEOUT = 1800.0  # seconds an agent may take to archive or restore a volume
 Change = tuple[Volume | None, list[Any]]
 
 
@@ -92,7 +93,13 @@ class Snapshots:
         }
 
         async def take() -> Any:
-            return await self.agents.call(plan.node, "POST", f"/v1/volumes/{name}/snapshots", body)
+            return await self.agents.call(
+                plan.node,
+                "POST",
+                f"/v1/volumes/{name}/snapshots",
+                body,
+                timeout=options.pause_timeout + COPY_TIMEOUT,
+            )
 
         if plan.claim:
             taken = await self._holding(name, plan.node, SNAPSHOT_TASK + snapshot_id, take)
@@ -194,7 +201,11 @@ class Snapshots:
         try:
             async with self._renewing(created.name, node, task, epoch):
                 done = await self.agents.call(
-                    node, "POST", f"/v1/volumes/{created.name}/restore", call
+                    node,
+                    "POST",
+                    f"/v1/volumes/{created.name}/restore",
+                    call,
+                    timeout=COPY_TIMEOUT,
                 )
         except BaseException:
             with contextlib.suppress(Exception):  # the agent removed its files

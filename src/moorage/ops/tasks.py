@@ -13,6 +13,7 @@ from collections.abc import Callable
 from moorage.model import (
     CheckState,
     FieldError,
+    Forbidden,
     NotFound,
     SpecError,
     Task,
@@ -82,12 +83,15 @@ class Tasks:
             raise Unavailable(f"the agent of node {task.node} is unknown")
         return node.agent_addr
 
-    async def report(self, task_id: str, report: TaskReport) -> Task:
+    async def report(self, task_id: str, report: TaskReport, node: str | None = None) -> Task:
+        """An agent's report; `node` is the reporting node (it reports only its own tasks)."""
         now = self.clock()
 
         def change(current: Task | None) -> TaskChange:
             if current is None:
                 raise NotFound(f"no task {task_id!r}")
+            if node is not None and current.node != node:
+                raise Forbidden(f"task {task_id} is not on node {node}: it may not report it")
             task, events = apply_report(current, report, now)
             return task, list(events)
 

@@ -20,6 +20,7 @@ from typing import Any
 from moorage.model import (
     Conflict,
     FieldError,
+    Forbidden,
     MoorageError,
     NotFound,
     ServiceSpec,
@@ -166,8 +167,14 @@ class Volumes:
         return marked
 
     # ---- the agents' grants ------------------------------------------------------------
-    async def claim(self, name: str, body: GrantBody) -> Volume:
-        """An attachment for the task on the node, with a lease and the next epoch."""
+    async def claim(self, name: str, body: GrantBody, node: str | None = None) -> Volume:
+        """An attachment for the task on the node, with a lease and the next epoch (`node`:
+        the asking node; it claims only for its own tasks)."""
+        self._own(body, node)
+        if node is not None:
+            task = self.cache.tasks.get(body.task)
+            if task is None or task.node != node:
+                raise Forbidden(f"task {body.task} is not on node {node}: no claim for it")
         now = self.clock()
 
         def change(current: Volume | None) -> Change:
@@ -181,8 +188,9 @@ class Volumes:
 
         return await self._update(name, change)
 
-    async def renew(self, name: str, body: GrantBody) -> Volume:
+    async def renew(self, name: str, body: GrantBody, node: str | None = None) -> Volume:
         """Extend a claim's lease (409 when the epoch no longer holds it)."""
+        self._own(body, node)
         epoch, now = _epoch(body), self.clock()
 
         def change(current: Volume | None) -> Change:
@@ -192,8 +200,9 @@ class Volumes:
 
         return await self._update(name, change)
 
-    async def release(self, name: str, body: GrantBody) -> Volume:
+    async def release(self, name: str, body: GrantBody, node: str | None = None) -> Volume:
         """Drop a claim (a stale epoch changes nothing)."""
+        self._own(body, node)
         epoch, now = _epoch(body), self.clock()
 
         def change(current: Volume | None) -> Change:
@@ -205,6 +214,10 @@ class Volumes:
             return released, [event]
 
         return await self._update(name, change)
+
+    def _own(self, body: GrantBody, node: str | None) -> None:
+        if node is not None and body.node != node:
+            raise Forbidden(f"node {node} may not hold volumes for node {body.node}")
 
     async def _update(self, name: str, change: Callable[[Volume | None], Change]) -> Volume:
         volume = await self.writer.update(kinds.VOLUME, name, change)

@@ -11,6 +11,7 @@ AgentUnreachable (never sent) or AgentLost (sent, no answer): moorage.ops.agents
 from __future__ import annotations
 
 import contextlib
+import ssl
 from typing import Any
 
 import aiohttp
@@ -19,21 +20,27 @@ from moorage.model import Conflict, FieldError, NotFound, SpecError, Unavailable
 from moorage.ops.agents import AgentLost, AgentUnreachable
 from moorage.state import StateCache
 
+CONNECT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 60.0  # seconds a call may take in all (operations that copy data give more)
+
 
 class AgentRelay:
-    """`moorage.ops.agents.AgentCalls` over HTTP, with the cluster's join token."""
+    """`moorage.ops.agents.AgentCalls` over HTTPS: the server presents its certificate, the
+    agent's is checked against the cluster CA and the address the node advertised."""
 
-    def __init__(self, cache: StateCache, session: aiohttp.ClientSession, join_token: str) -> None:
+    def __init__(
+        self, cache: StateCache, session: aiohttp.ClientSession, tls: ssl.SSLContext
+    ) -> None:
         self.cache = cache
         self.session = session
-        self.auth = {"Authorization": f"Bearer {join_token}"}
+        self.tls = tls
 
-    def url(self, node: str) -> str:
+    def url(self, node: str, scheme: str = "https") -> str:
         """The base URL of the node's agent; AgentUnreachable if it never said where it is."""
         found = self.cache.nodes.get(node)
         if found is None or not found.agent_addr:
             raise AgentUnreachable(f"the agent of node {node} is unknown")
-        return f"http://{found.agent_addr}"
+        return f"{scheme}://{found.agent_addr}"
 
     async def call(
         self,
@@ -42,13 +49,15 @@ class AgentRelay:
         path: str,
         body: Any = None,
         params: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> Any:
-        """One JSON call to a node's agent; its errors as moorage errors."""
+        """One JSON call to a node's agent, done within `timeout` seconds (a frozen agent
+        cannot hold the caller); its errors as moorage errors."""
         url = self.url(node) + path
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        limits = aiohttp.ClientTimeout(total=timeout, sock_connect=CONNECT_TIMEOUT)
         try:
             async with self.session.request(
-                method, url, json=body, params=params, headers=self.auth, timeout=timeout
+                method, url, json=body, params=params, ssl=self.tls, timeout=limits
             ) as response:
                 answer = await response.json(content_type=None)
                 if response.status >= 400:

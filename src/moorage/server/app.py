@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,43 +32,24 @@ from moorage.dns import DnsConfig, DnsServer
 from moorage.metrics.influx import InfluxConfig, InfluxPusher
 from moorage.metrics.notify import Sender
 from moorage.metrics.tsdb import DAY, TimeSeriesStore, TsdbConfig
-from moorage.model import Unavailable
+from moorage.model import Conflict, Unavailable
 from moorage.ops.alerts import load_rules_file
+from moorage.ops.identity import Identities
+from moorage.pki.certs import write_private
 from moorage.state import StateCache, StateWriter
 from moorage.store import Store
 from moorage.store.sqlite import SqliteStore
 
-from . import (
-    alerts,
-    consul,
-    events,
-    exec,
-    exposition,
-    kv,
-    logs,
-    metrics,
-    nodes,
-    registrations,
-    secrets,
-    services,
-    snapshots,
-    status,
-    tasks,
-    tokens,
-    ui,
-    volumes,
-)
 from .acl import AclGuard
-from .agents import AgentRelay
 from .auth import Gate
-from .consul import INDEX
-from .errors import error_middleware
 from .exposition import Internals
 from .join import JoinGuard, load_or_create
+from .listen import TlsMode, api_uses_tls, check_protected_mode, setup_tls
 from .metrics import run_metrics_store
-from .routes import Route, RouteTable
+from .wiring import Parts, api_routes, build_app
 
 log = logging.getLogger(__name__)
+OUTGOING_TIMEOUT = 60.0  # seconds any call the server makes may take in all, unless it says
 
 
 @dataclass(frozen=True)
@@ -83,96 +65,10 @@ class ServerConfig:
     alert_rules: Path | None = None  # `--alert-rules FILE`: applied at start
     alert_interval: float = 3.0  # how often the leader evaluates the alert rules
     influx: InfluxConfig | None = None  # `--influx-url`: every ingested point pushed there
-
-
-@dataclass
-class Parts:
-    """What the routes of one server share."""
-
-    cache: StateCache
-    writer: StateWriter
-    clock: Callable[[], float]
-    session: aiohttp.ClientSession
-    data_dir: Path
-    join_token: str
-    metrics: TimeSeriesStore
-    heartbeats: Heartbeats
-    alerts: AlertLoop
-    acl: ops.Acl
-    internals: Internals
-    advertise: str  # HOST:PORT this server answers on (Consul's status/leader)
-    store_name: str = "sqlite"
-    influx: InfluxPusher | None = None
-
-
-def api_routes(parts: Parts) -> list[Route]:
-    """Every route of the server, bound to the objects that answer them."""
-    cache, writer, clock, session = parts.cache, parts.writer, parts.clock, parts.session
-    relay = AgentRelay(cache, session, parts.join_token)
-    volume_ops = ops.Volumes(cache, writer, clock, relay)
-    task_ops = ops.Tasks(cache, writer, clock)
-    box = ops.SecretBox.load(parts.data_dir)
-    forward = parts.influx.offer if parts.influx is not None else None
-    service_ops = ops.Services(cache, writer, clock, volume_ops)
-    node_ops = ops.Nodes(cache, writer, clock, parts.heartbeats)
-    found: list[Route] = []
-    apis: list[tuple[RouteTable, object]] = [
-        (services.routes, services.ServicesApi(service_ops, cache)),
-        (nodes.routes, nodes.NodesApi(node_ops, cache)),
-        (tasks.routes, tasks.TasksApi(task_ops, cache)),
-        (events.routes, events.EventsApi(ops.Events(cache, writer, clock), cache)),
-        (status.routes, status.StatusApi(cache, parts.store_name, lambda: found)),
-        (logs.routes, logs.LogsProxy(task_ops, session, parts.join_token)),
-        (exec.routes, exec.ExecProxy(task_ops, session, parts.join_token)),
-        (secrets.routes, secrets.SecretsApi(ops.Secrets(cache, writer, box, clock))),
-        (consul.routes, consul.ConsulApi(cache, clock, parts.advertise)),
-        (kv.routes, kv.KvApi(ops.Kv(cache, writer), cache)),
-        (tokens.routes, tokens.TokensApi(parts.acl)),
-        (
-            registrations.routes,
-            registrations.RegistrationsApi(ops.Registrations(cache, writer, clock), cache),
-        ),
-        (volumes.routes, volumes.VolumesApi(volume_ops, cache)),
-        (
-            snapshots.routes,
-            snapshots.SnapshotsApi(
-                ops.Snapshots(cache, writer, clock, relay), cache, session, relay
-            ),
-        ),
-        (metrics.routes, metrics.MetricsApi(ops.Metrics(parts.metrics, clock, forward))),
-        (alerts.routes, alerts.AlertsApi(ops.Alerts(cache, writer, clock, parts.alerts), cache)),
-        (
-            exposition.routes,
-            exposition.ExpositionApi(parts.internals, lambda: parts.metrics, clock),
-        ),
-    ]
-    for table, api in apis:
-        found += table.bind(api)
-    found += ui.routes.routes  # plain functions: nothing to bind
-    return found
-
-
-def build_app(
-    routes: list[Route], gate: Gate, cache: StateCache, internals: Internals
-) -> web.Application:
-    """The aiohttp app: every route installed once, with its declared auth enforced."""
-    middlewares = [internals.middleware, error_middleware, gate.middleware]
-    # 8 MiB: an agent replaying its metrics buffer sends up to 5,000 points (~1 MB of JSON).
-    app = web.Application(
-        middlewares=middlewares,
-        handler_args={"handler_cancellation": True},
-        client_max_size=8 * 1024 * 1024,
-    )
-
-    async def consul_index(request: web.Request, response: web.StreamResponse) -> None:
-        # Consul clients expect X-Consul-Index on every answer, errors included.
-        if INDEX not in response.headers:
-            response.headers[INDEX] = str(cache.index("*"))
-
-    app.on_response_prepare.append(consul_index)
-    gate.install(app, routes)
-    gate.verify(app)
-    return app
+    cluster_addr: tuple[str, int] = ("127.0.0.1", 7072)  # the nodes' port (mutual TLS)
+    tls: TlsMode = "auto"  # the users' port: HTTPS beyond loopback
+    insecure: bool = False  # serve beyond loopback without ACLs or TLS (protected mode off)
+    tls_sans: tuple[str, ...] = ()  # more names for the server certificate (`--tls-san`)
 
 
 class Server:
@@ -181,8 +77,14 @@ class Server:
         self.clock = clock
         self.store: Store | None = None
         self.cache: StateCache | None = None
-        self.url = f"http://{config.http_addr[0]}:{config.http_addr[1]}"
+        host, port = config.http_addr
+        self.api_tls = api_uses_tls(host, config.tls)
+        self.url = f"{'https' if self.api_tls else 'http'}://{_hostport(host, port)}"
+        self.cluster_url = f"https://{_hostport(*config.cluster_addr)}"
         self.token_path = config.data_dir / "join-token"
+        self.ca_path = config.data_dir / "tls" / "ca.pem"
+        self.ca_fingerprint = ""
+        self.bootstrap_path: Path | None = None  # --acl: where the first management token is
         self.dns: DnsServer | None = None
         self.metrics: TimeSeriesStore | None = None  # the embedded time-series store
         self.internals = Internals()  # /metrics: this server's own series
@@ -190,8 +92,11 @@ class Server:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; every resource is released on the way out."""
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await SqliteStore.open(self.config.data_dir / "state.db")
+        config = self.config
+        check_protected_mode(*config.http_addr, config.acl, self.api_tls, config.insecure)
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config.data_dir.chmod(0o700)
+        store = await SqliteStore.open(config.data_dir / "state.db")
         self.store = store
         try:
             self.metrics = self.open_metrics()
@@ -213,14 +118,22 @@ class Server:
         self, store: Store, tsdb: TimeSeriesStore, ready: asyncio.Event | None
     ) -> None:
         config = self.config
+        hosts = [config.http_addr[0], config.cluster_addr[0]]
+        tls = setup_tls(config.data_dir, hosts, config.tls_sans, self.api_tls)
+        self.ca_path, self.ca_fingerprint = tls.authority.path, tls.authority.fingerprint
         cache = self.cache = StateCache(store)
         writer = StateWriter(store, cache, self.clock)
         writer.observe_commit = self.internals.commit.observe
-        async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
+        timeout = aiohttp.ClientTimeout(total=OUTGOING_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session, asyncio.TaskGroup() as group:
             group.create_task(cache.run(), name="state-cache")
             await cache.wait_synced()
-            self.token_path, digest = load_or_create(config.data_dir)
-            join_token = self.token_path.read_text().strip()  # agents check it on relayed calls
+            self.token_path, token = load_or_create(config.data_dir, tls.authority.fingerprint)
+            identities = Identities(cache, writer, self.clock, tls.authority, self.token_path)
+            await identities.keep_join_token(token)
+            acl = ops.Acl(cache, writer, self.clock, config.acl)
+            if config.acl:
+                self.bootstrap_path = await _bootstrap_once(acl, config.data_dir)
             group.create_task(run_metrics_store(tsdb), name="metrics-store")
             if config.alert_rules is not None:
                 await load_rules_file(config.alert_rules, writer, self.clock)
@@ -235,36 +148,46 @@ class Server:
             self.internals.watch(cache, lambda: self.dns, self.influx)
             if self.influx is not None:
                 group.create_task(self.influx.run(), name="influx")
-            host, port = config.http_addr
-            acl = ops.Acl(cache, writer, self.clock, config.acl)
             parts = Parts(
-                cache,
-                writer,
-                self.clock,
-                session,
-                config.data_dir,
-                join_token,
-                tsdb,
-                Heartbeats(),
-                alert_loop,
-                acl,
-                self.internals,
-                f"{host}:{port}",
-                "sqlite",
-                self.influx,
+                cache=cache,
+                writer=writer,
+                clock=self.clock,
+                session=session,
+                data_dir=config.data_dir,
+                relay_tls=tls.relay,
+                metrics=tsdb,
+                heartbeats=Heartbeats(),
+                alerts=alert_loop,
+                acl=acl,
+                identities=identities,
+                internals=self.internals,
+                advertise=_hostport(*config.http_addr),
+                ca_pem=tls.authority.pem,
+                influx=self.influx,
             )
-            gate = Gate(JoinGuard(digest), AclGuard(cache, acl))
-            app = build_app(api_routes(parts), gate, cache, self.internals)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
+            gate = Gate(
+                JoinGuard(identities.join_token_digest),
+                AclGuard(cache, acl),
+                cache,
+                identities.speaks_for,
+            )
+            routes = api_routes(parts)
+            runners = [
+                await self._listen(
+                    build_app(routes, gate, cache, self.internals, "api"),
+                    config.http_addr,
+                    tls.api,
+                    "--http-addr",
+                ),
+                await self._listen(
+                    build_app(routes, gate, cache, self.internals, "cluster"),
+                    config.cluster_addr,
+                    tls.cluster,
+                    "--cluster-addr",
+                ),
+            ]
             try:
-                try:
-                    await web.TCPSite(runner, host, port, reuse_address=True).start()
-                except OSError as exc:
-                    raise Unavailable(
-                        f"server cannot listen on {host}:{port} (--http-addr): {exc.strerror}"
-                    ) from None
-                log.info("server listening on %s", self.url)
+                log.info("server listening on %s (nodes: %s)", self.url, self.cluster_url)
                 if config.dns is not None:
                     self.dns = DnsServer(cache, config.dns)
                     await self.dns.start()
@@ -276,8 +199,29 @@ class Server:
                 if self.dns is not None:
                     with contextlib.suppress(Exception):
                         await self.dns.close()
-                with contextlib.suppress(Exception):
-                    await runner.cleanup()
+                for runner in runners:
+                    with contextlib.suppress(Exception):
+                        await runner.cleanup()
+
+    async def _listen(
+        self,
+        app: web.Application,
+        addr: tuple[str, int],
+        context: ssl.SSLContext | None,
+        flag: str,
+    ) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        host, port = addr
+        try:
+            site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise Unavailable(
+                f"server cannot listen on {host}:{port} ({flag}): {exc.strerror}"
+            ) from None
+        return runner
 
     def _loops(self, parts: Parts) -> list[tuple[str, Loop]]:
         """The leader-only control loops."""
@@ -292,3 +236,19 @@ class Server:
             ("liveness", liveness.run),
             ("alerts", parts.alerts.run),
         ]
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _bootstrap_once(acl: ops.Acl, data_dir: Path) -> Path | None:
+    """With --acl: the first management token on the first start, written 0600 to the data
+    dir (the path is printed; the secret never is). None when ACLs were bootstrapped before."""
+    path = data_dir / "acl-bootstrap-token"
+    try:
+        _token, secret = await acl.bootstrap()
+    except Conflict:
+        return path if path.exists() else None
+    write_private(path, (secret + "\n").encode())
+    return path

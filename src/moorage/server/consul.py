@@ -39,6 +39,7 @@ DEFAULT_WAIT = 300.0
 CHECK_TYPES = {"command": "script", "serf": ""}
 # Parameters every read accepts (consistency modes are no-ops: one server answers from memory).
 COMMON = frozenset({"dc", "index", "wait", "stale", "consistent", "cached", "token", "pretty"})
+READ = ("dc", "index", "wait", "stale", "consistent", "cached", "pretty")  # as documented
 
 
 def check_params(request: web.Request, allowed: Iterable[str] = ()) -> None:
@@ -189,7 +190,9 @@ class ConsulApi:
         wanted = node_meta_filter(request)
         return lambda node: all(node.attrs.get(k) == v for k, v in wanted.items())
 
-    @routes.get("/v1/agent/self", "Consul: the answering agent", tags=("consul",), auth=OPEN)
+    @routes.get(
+        "/v1/agent/self", "Consul: the answering agent", tags=("consul",), query=READ, auth=OPEN
+    )
     async def consul_agent_self(self, request: web.Request) -> web.Response:
         check_params(request)
         name = "moorage-server"
@@ -212,17 +215,27 @@ class ConsulApi:
         }
         return consul_json(body, self.cache.index("*"))
 
-    @routes.get("/v1/status/leader", "Consul: the leader's address", tags=("consul",), auth=OPEN)
+    @routes.get(
+        "/v1/status/leader", "Consul: the leader's address", tags=("consul",), query=READ, auth=OPEN
+    )
     async def consul_status_leader(self, request: web.Request) -> web.Response:
         check_params(request)
         return consul_json(self.advertise, self.cache.index("*"))
 
-    @routes.get("/v1/status/peers", "Consul: the servers' addresses", tags=("consul",), auth=OPEN)
+    @routes.get(
+        "/v1/status/peers",
+        "Consul: the servers' addresses",
+        tags=("consul",),
+        query=READ,
+        auth=OPEN,
+    )
     async def consul_status_peers(self, request: web.Request) -> web.Response:
         check_params(request)
         return consul_json([self.advertise], self.cache.index("*"))
 
-    @routes.get("/v1/catalog/datacenters", "Consul: datacenters", tags=("consul",), auth=OPEN)
+    @routes.get(
+        "/v1/catalog/datacenters", "Consul: datacenters", tags=("consul",), query=READ, auth=OPEN
+    )
     async def consul_catalog_datacenters(self, request: web.Request) -> web.Response:
         check_params(request)
         return consul_json([DATACENTER], self.cache.index("*"))
@@ -231,6 +244,7 @@ class ConsulApi:
         "/v1/catalog/services",
         "Consul: service names and their tags",
         tags=("consul",),
+        query=(*READ, "node-meta"),
         auth=acl_filtered("service"),
     )
     async def consul_catalog_services(self, request: web.Request) -> web.Response:
@@ -247,7 +261,13 @@ class ConsulApi:
                 names[name] = tags  # as Consul: a name is listed while it has instances
         return consul_json(names, index)
 
-    @routes.get("/v1/catalog/nodes", "Consul: nodes", tags=("consul",), auth=acl("node"))
+    @routes.get(
+        "/v1/catalog/nodes",
+        "Consul: nodes",
+        tags=("consul",),
+        query=(*READ, "node-meta"),
+        auth=acl("node"),
+    )
     async def consul_catalog_nodes(self, request: web.Request) -> web.Response:
         check_params(request, {"node-meta"})
         matches = self._nodes_matching(request)
@@ -259,6 +279,7 @@ class ConsulApi:
         "/v1/catalog/service/{name}",
         "Consul: a service's instances",
         tags=("consul",),
+        query=(*READ, "tag", "node-meta"),
         auth=acl("service", path("name")),
     )
     async def consul_catalog_service(self, request: web.Request) -> web.Response:
@@ -284,6 +305,7 @@ class ConsulApi:
         "/v1/health/service/{name}",
         "Consul: a service's instances with their checks",
         tags=("consul",),
+        query=(*READ, "tag", "node-meta", "passing"),
         auth=acl("service", path("name")),
     )
     async def consul_health_service(self, request: web.Request) -> web.Response:
@@ -308,6 +330,7 @@ class ConsulApi:
         "/v1/health/checks/{name}",
         "Consul: the checks of a service",
         tags=("consul",),
+        query=(*READ, "node-meta"),
         auth=acl("service", path("name")),
     )
     async def consul_health_checks(self, request: web.Request) -> web.Response:

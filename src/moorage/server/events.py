@@ -15,10 +15,11 @@ from moorage.model.event import UserEvent
 from moorage.ops import Events
 from moorage.state import StateCache, Topic
 
+from .auth import NODE_KEY
 from .blocking import block
 from .consul import blocking_params, check_params, consul_json
 from .http import int_query, respond
-from .routes import RouteTable, acl, path
+from .routes import NODE, RouteTable, acl, path
 
 routes = RouteTable()
 KEEPALIVE = 15.0  # seconds between comments on an idle event stream
@@ -94,6 +95,7 @@ class EventsApi:
         "/v1/event/fire/{name}",
         "Fire a user event (body: the payload)",
         auth=acl("event", path("name")),
+        query=("node", "service", "tag"),
         tags=("events",),
     )
     async def event_fire(self, request: web.Request) -> web.Response:
@@ -107,9 +109,16 @@ class EventsApi:
         "/v1/event/list",
         "The newest user events (blocking: index, wait); `name`, and `node`: only the events"
         " whose filters select that node",
-        auth=acl("event", agents=True),
-        query=("name", "node"),
+        auth=acl("event"),
+        query=("name", "node", "index", "wait"),
         tags=("events",),
+    )
+    @routes.get(
+        "/v1/event/list",
+        "The user events aimed at the calling node (node=<its name>)",
+        auth=NODE,
+        query=("name", "node", "index", "wait"),
+        tags=("agents",),
     )
     async def event_list(self, request: web.Request) -> web.Response:
         check_params(request, {"name", "node"})
@@ -118,7 +127,9 @@ class EventsApi:
             index = await self.cache.wait(Topic.USER_EVENTS, index, wait)
         else:
             index = self.cache.index(Topic.USER_EVENTS)
-        found = self.events.user_events(request.query.get("name"), request.query.get("node"))
+        caller = request.get(NODE_KEY)  # on the cluster port: a node asks for its own
+        query = request.query
+        found = self.events.user_events(query.get("name"), query.get("node"), caller)
         return consul_json([event_json(e) for e in found], index)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -18,13 +19,14 @@ from moorage.ops import Tasks
 from .routes import RouteTable, acl, task_service
 
 routes = RouteTable()
+CONNECT_TIMEOUT = 10.0
 
 
 class ExecProxy:
-    def __init__(self, tasks: Tasks, session: aiohttp.ClientSession, join_token: str) -> None:
+    def __init__(self, tasks: Tasks, session: aiohttp.ClientSession, tls: ssl.SSLContext) -> None:
         self.tasks = tasks
         self.session = session
-        self.auth = {"Authorization": f"Bearer {join_token}"}  # agents answer only the cluster
+        self.tls = tls  # the agent answers only a server's certificate
 
     @routes.get(
         "/v1/exec/{target}",
@@ -40,16 +42,17 @@ class ExecProxy:
                 [FieldError("cmd", "the command to run is missing")], code="invalid_query"
             )
         task = self.tasks.running(request.match_info["target"])
-        url = f"http://{self.tasks.agent_of(task)}/v1/tasks/{task.id}/exec"
+        url = f"wss://{self.tasks.agent_of(task)}/v1/tasks/{task.id}/exec"
         params = [("cmd", c) for c in command]
         for name in ("container", "tty"):
             if request.query.get(name):
                 params.append((name, request.query[name]))
         try:
-            upstream = await self.session.ws_connect(
-                url, params=params, heartbeat=30, headers=self.auth
-            )
-        except aiohttp.ClientError as exc:
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # a frozen agent cannot hold the call
+                upstream = await self.session.ws_connect(
+                    url, params=params, heartbeat=30, ssl=self.tls
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"cannot reach the agent of node {task.node}: {exc}") from None
         client = web.WebSocketResponse(heartbeat=30)
         await client.prepare(request)

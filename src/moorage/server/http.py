@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from moorage.model import FieldError, SpecError
+from moorage.model.spec import refuse_unencodable
 
 from .blocking import INDEX_HEADER
 
@@ -26,15 +28,21 @@ def respond(value: Any, index: int | None = None) -> web.Response:
     return web.json_response(dump(value), headers=headers)
 
 
+SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # a UTF-16 surrogate escaped in JSON
+
+
 async def read_json(request: web.Request) -> object:
     """The request body as JSON, or a 400 naming the problem."""
     raw = await request.read()
     if not raw:
         raise SpecError([FieldError("", "the request body is empty")], code="invalid_body")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except ValueError as exc:
         raise SpecError([FieldError("", f"invalid JSON: {exc}")], code="invalid_body") from None
+    if SURROGATE.search(raw):  # rare: only then walk the document
+        refuse_unencodable(data)
+    return data
 
 
 async def read_optional_json(request: web.Request) -> object:

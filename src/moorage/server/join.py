@@ -1,51 +1,47 @@
-"""The cluster join token: agents present it (`Authorization: Bearer …`) on every agent call.
+"""The cluster join token: a new node presents it (`Authorization: Bearer …`) to get its
+certificate, and nothing else.
 
-Created on the server's first start in `<data dir>/join-token` (mode 0600); the server keeps only
-its SHA-256 in memory and compares in constant time. A request without it gets 401, and nothing
-about it is stored.
+Created on the server's first start in `<data dir>/join-token` (mode 0600), pinning the cluster
+CA (`moorage.pki.tokens`); the store keeps only its SHA-256 (`moorage token rotate` replaces
+it, for every server at once), compared in constant time. A request without it gets 401.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from moorage.model import Unauthorized
+from moorage.pki.certs import write_private
+from moorage.pki.tokens import new_join_token
 
 
-def load_or_create(data_dir: Path) -> tuple[Path, bytes]:
-    """The token file's path and the token's SHA-256."""
+def load_or_create(data_dir: Path, ca_fingerprint: str) -> tuple[Path, str]:
+    """The token file's path and the token (created, pinning the CA, on first start)."""
     path = data_dir / "join-token"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-    token = path.read_text().strip()
-    return path, hashlib.sha256(token.encode()).digest()
+    if not path.exists():
+        write_private(path, (new_join_token(ca_fingerprint) + "\n").encode())
+    return path, path.read_text().strip()
 
 
 class JoinGuard:
-    def __init__(self, token_sha256: bytes) -> None:
-        self._digest = token_sha256
+    def __init__(self, digest: Callable[[], str | None]) -> None:
+        self._digest = digest  # the SHA-256 (hex) of the token every server accepts now
 
     def matches(self, token: str) -> bool:
-        given = hashlib.sha256(token.encode()).digest()
-        return bool(token) and hmac.compare_digest(given, self._digest)
+        wanted = self._digest()
+        given = hashlib.sha256(token.encode()).hexdigest()
+        return bool(token) and wanted is not None and hmac.compare_digest(given, wanted)
 
     def check(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
-        given = hashlib.sha256(token.encode()).digest()
-        if not token or not hmac.compare_digest(given, self._digest):
+        if not self.matches(token):
             raise Unauthorized(
-                "this call needs the cluster's join token (moorage agent --token, "
+                "this call needs the cluster's join token (moorage agent --token-file FILE, "
                 "or MOORAGE_TOKEN); the server keeps it in <data dir>/join-token"
             )

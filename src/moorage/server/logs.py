@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 import aiohttp
 from aiohttp import web
@@ -22,10 +23,10 @@ STREAMS = ("stdout", "stderr", "both")
 
 
 class LogsProxy:
-    def __init__(self, tasks: Tasks, session: aiohttp.ClientSession, join_token: str) -> None:
+    def __init__(self, tasks: Tasks, session: aiohttp.ClientSession, tls: ssl.SSLContext) -> None:
         self.tasks = tasks
         self.session = session
-        self.auth = {"Authorization": f"Bearer {join_token}"}  # agents answer only the cluster
+        self.tls = tls  # the agent answers only a server's certificate
 
     @routes.get(
         "/v1/services/{name}/logs",
@@ -70,7 +71,7 @@ class LogsProxy:
         prefix: bool,
     ) -> None:
         try:
-            url = f"http://{self.tasks.agent_of(task)}/v1/tasks/{task.id}/logs"
+            url = f"https://{self.tasks.agent_of(task)}/v1/tasks/{task.id}/logs"
         except Unavailable:
             return
         label = f"{task.id} | ".encode() if prefix else b""
@@ -78,7 +79,7 @@ class LogsProxy:
             async with self.session.get(
                 url,
                 params=params,
-                headers=self.auth,
+                ssl=self.tls,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             ) as upstream:
                 if upstream.status != 200:

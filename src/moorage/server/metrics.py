@@ -33,8 +33,9 @@ from moorage.ops import Metrics
 from moorage.ops.metrics import IngestResult
 from moorage.state import StateCache
 
+from .auth import node_of
 from .http import read_json, respond
-from .routes import AGENT, RouteTable, acl_needs
+from .routes import NODE, RouteTable, acl_needs
 
 log = logging.getLogger(__name__)
 routes = RouteTable()
@@ -68,15 +69,15 @@ class MetricsApi:
 
     @routes.post(
         "/v1/metrics/ingest",
-        "Agent: a batch of metric points",
-        auth=AGENT,
+        "Agent: a batch of metric points (its own node's)",
+        auth=NODE,
         body=Batch,
         response=IngestResult,
         tags=("agents", "metrics"),
     )
     async def metrics_ingest(self, request: web.Request) -> web.Response:
         batch = validate_body(Batch, await read_json(request))
-        return respond(self.metrics.ingest(batch))
+        return respond(self.metrics.ingest(batch, node_of(request)))
 
     @routes.get(
         "/v1/metrics/query",
@@ -84,6 +85,7 @@ class MetricsApi:
         auth=QUERY_AUTH,
         response=list[Series],
         query=("metric", "from", "to", "step", "agg", "by"),
+        required=("metric",),
         tags=("metrics",),
     )
     async def metrics_query(self, request: web.Request) -> web.Response:

@@ -4,23 +4,39 @@ users' drain and eligible."""
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from moorage.model import Node, Task, validate_body
+from moorage.model.acl import Level
+from moorage.model.identity import CertificateRequest, JoinRequest, NodeCertificate, NodeIdentity
 from moorage.model.messages import HeartbeatAnswer
 from moorage.model.views import DrainBody
 from moorage.ops import Nodes
+from moorage.ops.identity import Identities
 from moorage.state import StateCache, Topic
 
 from .blocking import block
 from .http import read_json, read_optional_json, respond
-from .routes import AGENT, RouteTable, acl, path
+from .routes import JOIN, RouteTable, acl, node, path
 
 routes = RouteTable()
+THIS_NODE = node(path("name"))  # a node, about itself only
+
+
+class RevokeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lift: bool = Field(default=False, description="let the node join again")
+
+
+class JoinTokenAnswer(BaseModel):
+    token: str  # shown once; the server also writes it to <data dir>/join-token (0600)
 
 
 class NodesApi:
-    def __init__(self, nodes: Nodes, cache: StateCache) -> None:
+    def __init__(self, nodes: Nodes, identities: Identities, cache: StateCache) -> None:
         self.nodes = nodes
+        self.identities = identities
         self.cache = cache
 
     @routes.get(
@@ -57,11 +73,57 @@ class NodesApi:
     async def node_eligible(self, request: web.Request) -> web.Response:
         return respond(await self.nodes.eligible(request.match_info["name"]))
 
-    # ---- the agents' side --------------------------------------------------------------
+    @routes.post(
+        "/v1/nodes/{name}/revoke",
+        "Revoke a node's certificates at once (`lift`: let it join again)",
+        auth=acl("node", path("name"), Level.WRITE),
+        body=RevokeBody,
+        response=NodeIdentity,
+        tags=("nodes",),
+    )
+    async def revoke_node(self, request: web.Request) -> web.Response:
+        body = validate_body(RevokeBody, await read_optional_json(request))
+        return respond(await self.identities.revoke(request.match_info["name"], body.lift))
+
+    @routes.post(
+        "/v1/join-token",
+        "Rotate the join token (the old one stops working); the new one is answered once",
+        auth=acl("acl", level=Level.WRITE),
+        response=JoinTokenAnswer,
+        tags=("nodes",),
+    )
+    async def rotate_join_token(self, request: web.Request) -> web.Response:
+        return respond(JoinTokenAnswer(token=await self.identities.rotate_join_token()))
+
+    # ---- the nodes' side (cluster port) ------------------------------------------------
+    @routes.post(
+        "/v1/join",
+        "A new node's certificate, for the join token",
+        auth=JOIN,
+        body=JoinRequest,
+        response=NodeCertificate,
+        tags=("agents",),
+    )
+    async def join(self, request: web.Request) -> web.Response:
+        body = validate_body(JoinRequest, await read_json(request))
+        return respond(await self.identities.join(body))
+
+    @routes.post(
+        "/v1/nodes/{name}/certificate",
+        "A node renews its certificate",
+        auth=THIS_NODE,
+        body=CertificateRequest,
+        response=NodeCertificate,
+        tags=("agents",),
+    )
+    async def renew(self, request: web.Request) -> web.Response:
+        body = validate_body(CertificateRequest, await read_json(request))
+        return respond(await self.identities.renew(request.match_info["name"], body.csr))
+
     @routes.put(
         "/v1/nodes/{name}",
         "Register (or re-register) a node",
-        auth=AGENT,
+        auth=THIS_NODE,
         body=Node,
         response=Node,
         tags=("agents",),
@@ -73,7 +135,7 @@ class NodesApi:
     @routes.post(
         "/v1/nodes/{name}/heartbeat",
         "Agent heartbeat",
-        auth=AGENT,
+        auth=THIS_NODE,
         response=HeartbeatAnswer,
         tags=("agents",),
     )
@@ -83,7 +145,7 @@ class NodesApi:
     @routes.get(
         "/v1/nodes/{name}/tasks",
         "Tasks assigned to a node (agents watch this)",
-        auth=AGENT,
+        auth=THIS_NODE,
         response=list[Task],
         blocking=True,
         tags=("agents",),

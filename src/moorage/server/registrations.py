@@ -23,10 +23,11 @@ from moorage.ops import Registrations
 from moorage.state import StateCache, Topic
 
 from .acl import authorizer
+from .auth import node_of
 from .blocking import block
 from .consul import check_params, consul_json
 from .http import read_json, respond
-from .routes import AGENT, RouteTable, acl_body, acl_filtered
+from .routes import NODE, RouteTable, acl_body, acl_filtered, node, path
 
 routes = RouteTable()
 
@@ -142,7 +143,7 @@ class RegistrationsApi:
     @routes.get(
         "/v1/nodes/{name}/registrations",
         "Agent: the registered services whose checks this node runs",
-        auth=AGENT,
+        auth=node(path("name")),
         response=list[Registration],
         blocking=True,
         tags=("agents",),
@@ -155,12 +156,12 @@ class RegistrationsApi:
     @routes.put(
         "/v1/registrations/{id}/checks/{check}",
         "Agent: a registered service's check result",
-        auth=AGENT,
+        auth=NODE,
         body=CheckReport,
         tags=("agents",),
     )
     async def registration_check(self, request: web.Request) -> web.Response:
         report = validate_body(CheckReport, await read_json(request))
         info = request.match_info
-        await self.registrations.record(info["id"], info["check"], report)
+        await self.registrations.record(info["id"], info["check"], report, node_of(request))
         return respond(True)

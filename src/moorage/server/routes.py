@@ -10,38 +10,43 @@
 
 Who may call a route (`auth=`, required; server/auth.py enforces it, in one middleware):
 
-    OPEN                        anyone: status, discovery of the API, the dashboard's files
-    AGENT                       agents only: the cluster's join token
+    OPEN                        anyone: status, the CA certificate, the dashboard's files
+    JOIN                        the cluster's join token: a new node asking for its certificate
+    NODE, node(path("name"))    a node, by its certificate (mutual TLS on the cluster port);
+                                with a name: only the node the path names
     acl(resource, name, level)  an ACL token granting `level` (default: read for GET, write
                                 otherwise) on `resource` `name` (default "": all of them; or
-                                `path("param")`, `task_service("param")`); `agents=True` lets
-                                the join token pass too
+                                `path("param")`, `task_service("param")`)
     acl_body(resource, level)   the names are in the body: the token must grant `level` on some
                                 name before the body is read; the operation checks each one
     acl_filtered(resource)      a listing filtered item by item: any known token (the anonymous
                                 one too) is answered with what it may read
     acl_needs(fn, text)         needs computed from the request (metrics queries)
 
-With ACLs off (`--acl` not given) the `acl*` routes are open; AGENT routes never are. The
-OpenAPI document (`openapi()`) is generated from the tables and the pydantic types the routes
-declare, so the published document cannot drift from the code.
+A route is served on one side: "api" (the users' port, `--http-addr`) or "cluster" (the
+nodes' port, `--cluster-addr`, always mutual TLS). JOIN and NODE routes are the cluster's;
+with ACLs off (`--acl` not given) the `acl*` routes are open, the cluster's never are. Path
+parameters are checked against their pattern (`PARAMS`) before any handler runs. The OpenAPI
+document (`server/openapi.py`) is generated from the tables, these patterns and the pydantic
+types the routes declare, so the published document cannot drift from the code.
 """
 
 from __future__ import annotations
 
+import re
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import TypeAdapter
 
 from moorage.model.acl import Level, Need
 from moorage.state import StateCache
 
 F = TypeVar("F", bound=Callable[..., Awaitable[web.StreamResponse]])
+Side = Literal["api", "cluster"]
 NameOf = Callable[[web.Request, StateCache], str]
 NeedsOf = Callable[[web.Request, StateCache], list[Need]]
 
@@ -49,8 +54,9 @@ NeedsOf = Callable[[web.Request, StateCache], list[Need]]
 # ---- who may call ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Auth:
-    kind: Literal["open", "agent", "acl"]
+    kind: Literal["open", "join", "node", "acl"]
     text: str  # how the docs and the OpenAPI document describe it
+    node_name: NameOf | None = None  # node: the name the caller's certificate must carry
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,37 @@ class AclAuth(Auth):
     mode: Literal["checked", "body", "filtered"] = "checked"
     resource: str = ""
     level: Level | None = None  # body mode: the level some name must be granted
-    agents: bool = False  # the cluster's join token passes too
+
+
+# Every path parameter is checked before any handler runs (400 naming it otherwise): names and
+# ids are short words (no `/`, no leading `.`), revisions are numbers, KV keys are bounded.
+NAME_PARAM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$")
+PARAMS: dict[str, re.Pattern[str]] = {
+    "revision": re.compile(r"^[0-9]{1,9}$"),
+    "key": re.compile(r"^[^\x00]{0,1024}$"),
+}
+
+
+def param_problem(name: str, value: str) -> str | None:
+    """Why a path parameter's value is refused (None: it is fine)."""
+    pattern = PARAMS.get(name, NAME_PARAM)
+    if pattern.fullmatch(value) is None:
+        if name == "key":
+            return "must be at most 1024 characters, without NUL"
+        if name == "revision":
+            return "must be a positive integer"
+        return "must be 1-128 letters, digits, '_', '.', ':', '@' or '-', not starting with '.'"
+    return None
 
 
 OPEN = Auth("open", "anyone")
-AGENT = Auth("agent", "agents (the cluster's join token)")
+JOIN = Auth("join", "a new node: the cluster's join token")
+NODE = Auth("node", "a node: its certificate (mutual TLS)")
+
+
+def node(name: NameOf) -> Auth:
+    """A node, and only the one `name` designates (its certificate names it)."""
+    return Auth("node", "the node named in the path: its certificate (mutual TLS)", name)
 
 
 def path(param: str) -> NameOf:
@@ -86,16 +118,14 @@ def _by_method(request: web.Request) -> Level:
     return Level.READ if request.method in ("GET", "HEAD") else Level.WRITE
 
 
-def acl(
-    resource: str, name: NameOf | None = None, level: Level | None = None, *, agents: bool = False
-) -> AclAuth:
+def acl(resource: str, name: NameOf | None = None, level: Level | None = None) -> AclAuth:
     def needs(request: web.Request, cache: StateCache) -> list[Need]:
         found = name(request, cache) if name is not None else ""
         return [Need(resource, found, level or _by_method(request))]
 
     where = f"{resource}:<name>" if name is not None else resource
     what = f"ACL {where} {level.value if level else 'read (GET) / write'}"
-    return AclAuth("acl", what + (", or agents" if agents else ""), needs, agents=agents)
+    return AclAuth("acl", what, needs=needs)
 
 
 def acl_body(resource: str, level: Level) -> AclAuth:
@@ -109,7 +139,7 @@ def acl_filtered(resource: str) -> AclAuth:
 
 
 def acl_needs(needs: NeedsOf, text: str) -> AclAuth:
-    return AclAuth("acl", f"ACL {text}", needs)
+    return AclAuth("acl", f"ACL {text}", needs=needs)
 
 
 # ---- routes ------------------------------------------------------------------------------
@@ -122,11 +152,13 @@ class Route:
     auth: Auth
     body: Any = None
     response: Any = None
-    query: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()  # the query parameters it reads (schemas: server/openapi.py)
+    required: tuple[str, ...] = ()  # ... of which these must be given
     blocking: bool = False
     content_type: str = "application/json"
     tags: tuple[str, ...] = ()
     directory: Path | None = None  # static files served under `path`
+    side: Side = "api"
 
     @property
     def name(self) -> str:
@@ -142,8 +174,14 @@ class RouteTable:
     def route(
         self, method: str, path: str, summary: str, *, auth: Auth, **meta: Any
     ) -> Callable[[F], F]:
+        """Declare a route; the nodes' routes (JOIN, NODE) are served on the cluster port (an
+        open route may say `side="cluster"` to be served there)."""
+        side: Side = meta.pop("side", None) or (
+            "cluster" if auth.kind in ("join", "node") else "api"
+        )
+
         def register(handler: F) -> F:
-            self.routes.append(Route(method, path, handler, summary, auth, **meta))
+            self.routes.append(Route(method, path, handler, summary, auth, side=side, **meta))
             return handler
 
         return register
@@ -170,111 +208,3 @@ class RouteTable:
 
 async def _no_handler(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
-
-
-# ---- OpenAPI -----------------------------------------------------------------------------
-def openapi(routes: Iterable[Route], title: str, version: str) -> dict[str, Any]:
-    components: dict[str, Any] = {}
-    paths: dict[str, dict[str, Any]] = {}
-    for route in routes:
-        if route.directory is not None:
-            continue
-        operation: dict[str, Any] = {
-            "summary": route.summary,
-            "operationId": route.handler.__name__,
-            "x-moorage-auth": route.auth.text,
-            "security": SECURITY[route.auth.kind],
-        }
-        if route.tags:
-            operation["tags"] = list(route.tags)
-        params = [_param(name, "path") for name in _path_params(route.path)]
-        params += [_param(name, "query") for name in route.query]
-        if route.blocking:
-            params += [_param("index", "query", "integer"), _param("wait", "query")]
-        if params:
-            operation["parameters"] = params
-        if route.body is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": _schema(route.body, components)}},
-            }
-        operation["responses"] = _responses(route, components)
-        paths.setdefault(_openapi_path(route.path), {})[route.method.lower()] = operation
-    components["Error"] = ERROR_SCHEMA
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
-        "paths": paths,
-        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
-    }
-
-
-SECURITY_SCHEMES: dict[str, Any] = {
-    "aclToken": {"type": "apiKey", "in": "header", "name": "X-Moorage-Token"},
-    "joinToken": {"type": "http", "scheme": "bearer"},
-}
-SECURITY: dict[str, list[dict[str, list[str]]]] = {
-    "open": [],
-    "agent": [{"joinToken": []}],
-    "acl": [{"aclToken": []}, {}],  # {}: with ACLs off, no token is needed
-}
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["code", "message", "errors"],
-    "properties": {
-        "code": {"type": "string"},
-        "message": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
-
-
-def _responses(route: Route, components: dict[str, Any]) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "OK"}
-    if route.response is not None:
-        ok["content"] = {route.content_type: {"schema": _schema(route.response, components)}}
-    elif route.content_type != "application/json":
-        ok["content"] = {route.content_type: {"schema": {"type": "string"}}}
-    if route.blocking:
-        ok["headers"] = {"X-Moorage-Index": {"schema": {"type": "integer"}}}
-    error = {
-        "description": "error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    return {"200": ok, "4XX": error, "5XX": error}
-
-
-def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
-    schema = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
-    components.update(schema.pop("$defs", {}))
-    title = schema.get("title")
-    if schema.get("type") == "object" and isinstance(title, str) and "properties" in schema:
-        components[title] = schema
-        return {"$ref": f"#/components/schemas/{title}"}
-    return schema
-
-
-def _param(name: str, where: str, kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": {"type": kind}}
-
-
-def _path_params(path: str) -> list[str]:
-    return [
-        part[1:-1].split(":", 1)[0]
-        for part in path.split("/")
-        if part.startswith("{") and part.endswith("}")
-    ]
-
-
-def _openapi_path(path: str) -> str:
-    """An aiohttp path as OpenAPI writes it: `{key:.*}` (a regex) becomes `{key}`."""
-    return "/".join(
-        "{" + part[1:-1].split(":", 1)[0] + "}" if part.startswith("{") and ":" in part else part
-        for part in path.split("/")
-    )

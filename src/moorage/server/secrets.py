@@ -9,11 +9,11 @@ from moorage.model import SecretInfo, SecretValue, validate_body
 from moorage.model.messages import TaskSecrets
 from moorage.ops import Secrets
 
+from .auth import node_of
 from .http import read_json, respond
-from .routes import AGENT, RouteTable, acl, path
+from .routes import NODE, RouteTable, acl, path
 
 routes = RouteTable()
-NODE_HEADER = "X-Moorage-Node"
 
 
 class SecretsApi:
@@ -65,11 +65,10 @@ class SecretsApi:
 
     @routes.get(
         "/v1/tasks/{id}/secrets",
-        "The secret values a task's containers get (agents only: the task's own node)",
-        auth=AGENT,
+        "The secret values a task's containers get (its own node only)",
+        auth=NODE,
         response=TaskSecrets,
         tags=("agents",),
     )
     async def task_secrets(self, request: web.Request) -> web.Response:
-        node = request.headers.get(NODE_HEADER)
-        return respond(self.secrets.for_task(request.match_info["id"], node))
+        return respond(self.secrets.for_task(request.match_info["id"], node_of(request)))

@@ -20,9 +20,10 @@ from moorage.ops import Services
 from moorage.state import StateCache, Topic
 
 from .acl import authorizer
+from .auth import NODE_KEY
 from .blocking import block
-from .http import read_json, read_optional_json, respond
-from .routes import RouteTable, acl, acl_body, path
+from .http import read_json, read_optional_json, read_text, respond
+from .routes import NODE, RouteTable, acl, acl_body, path
 
 routes = RouteTable()
 
@@ -30,7 +31,7 @@ routes = RouteTable()
 async def read_specs(request: web.Request) -> list[ServiceSpec]:
     """moorage YAML text, or JSON spec objects."""
     if "yaml" in (request.content_type or "") or "text" in (request.content_type or ""):
-        return parse_specs(await request.text())
+        return parse_specs(await read_text(request))
     return specs_from_json(await read_json(request))
 
 
@@ -178,7 +179,7 @@ class ServicesApi:
     @routes.get(
         "/v1/taskdefs/{family}",
         "Every revision of a task definition family",
-        auth=acl("service", path("family"), Level.READ, agents=True),
+        auth=acl("service", path("family"), Level.READ),
         response=list[TaskDefinition],
         tags=("taskdefs",),
     )
@@ -190,10 +191,18 @@ class ServicesApi:
     @routes.get(
         "/v1/taskdefs/{family}/{revision}",
         "One task definition revision",
-        auth=acl("service", path("family"), Level.READ, agents=True),
+        auth=acl("service", path("family"), Level.READ),
         response=TaskDefinition,
         tags=("taskdefs",),
     )
+    @routes.get(
+        "/v1/taskdefs/{family}/{revision}",
+        "One task definition revision (a node: of its own tasks only)",
+        auth=NODE,
+        response=TaskDefinition,
+        tags=("agents",),
+    )
     async def get_taskdef(self, request: web.Request) -> web.Response:
         info = request.match_info
-        return respond(self.services.taskdef(info["family"], info["revision"]))
+        caller = request.get(NODE_KEY)  # set on the cluster port only
+        return respond(self.services.taskdef(info["family"], info["revision"], caller))

@@ -105,7 +105,7 @@ class SnapshotsApi:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
         try:
             async with self.session.get(
-                url, params=params, headers=self.relay.auth, timeout=timeout
+                url, params=params, ssl=self.relay.tls, timeout=timeout
             ) as upstream:
                 if upstream.status >= 400:
                     raise agent_error(node, upstream.status, await json_of(upstream))

@@ -11,18 +11,42 @@ from moorage.model.views import StatusInfo
 from moorage.state import StateCache
 
 from .http import respond
-from .routes import OPEN, Route, RouteTable, openapi
+from .openapi import openapi
+from .routes import OPEN, Route, RouteTable
 
 routes = RouteTable()
 
 
 class StatusApi:
     def __init__(
-        self, cache: StateCache, store_name: str, table: Callable[[], Iterable[Route]]
+        self,
+        cache: StateCache,
+        store_name: str,
+        table: Callable[[], Iterable[Route]],
+        ca_pem: bytes,
     ) -> None:
         self.cache = cache
         self.store_name = store_name
         self.table = table  # every route of this server (for the OpenAPI document)
+        self.ca_pem = ca_pem
+
+    @routes.get(
+        "/v1/ca",
+        "The cluster CA's certificate (PEM): check its fingerprint before trusting it",
+        auth=OPEN,
+        content_type="application/x-pem-file",
+        tags=("status",),
+    )
+    @routes.get(
+        "/v1/ca",
+        "The cluster CA's certificate (PEM), for a node's first contact",
+        auth=OPEN,
+        side="cluster",
+        content_type="application/x-pem-file",
+        tags=("agents",),
+    )
+    async def ca(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.ca_pem, content_type="application/x-pem-file")
 
     @routes.get("/v1/status", "Server status", auth=OPEN, response=StatusInfo, tags=("status",))
     async def status(self, request: web.Request) -> web.Response:
@@ -41,4 +65,5 @@ class StatusApi:
         "/v1/openapi.json", "This API, described as OpenAPI 3.1", auth=OPEN, tags=("status",)
     )
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi(self.table(), "moorage", __version__))
+        users = [route for route in self.table() if route.side == "api"]
+        return web.json_response(openapi(users, "moorage", __version__))

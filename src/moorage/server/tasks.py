@@ -10,9 +10,10 @@ from moorage.model.views import TtlUpdate
 from moorage.ops import Tasks
 from moorage.state import StateCache, Topic
 
+from .auth import node_of
 from .blocking import block
 from .http import read_json, respond
-from .routes import AGENT, RouteTable, acl, task_service
+from .routes import NODE, RouteTable, acl, task_service
 
 routes = RouteTable()
 
@@ -70,12 +71,13 @@ class TasksApi:
 
     @routes.put(
         "/v1/tasks/{id}/status",
-        "Agent report of a task's state",
-        auth=AGENT,
+        "Agent report of a task's state (its own tasks only)",
+        auth=NODE,
         body=TaskReport,
         response=Task,
         tags=("agents",),
     )
     async def report(self, request: web.Request) -> web.Response:
         report = validate_body(TaskReport, await read_json(request))
-        return respond(await self.tasks.report(request.match_info["id"], report))
+        task_id, caller = request.match_info["id"], node_of(request)
+        return respond(await self.tasks.report(task_id, report, caller))

@@ -21,9 +21,10 @@ from moorage.model.volume import GrantBody, Volume, VolumeCreate
 from moorage.ops import Volumes
 from moorage.state import StateCache, Topic
 
+from .auth import node_of
 from .blocking import block
 from .http import read_json, respond
-from .routes import AGENT, RouteTable, acl
+from .routes import NODE, RouteTable, acl
 
 routes = RouteTable()
 
@@ -87,35 +88,38 @@ class VolumesApi:
     @routes.post(
         "/v1/volumes/{name}/claim",
         "Agent: claim a volume for a task (an attachment with a lease and the next epoch)",
-        auth=AGENT,
+        auth=NODE,
         body=GrantBody,
         response=Volume,
         tags=("agents", "volumes"),
     )
     async def volume_claim(self, request: web.Request) -> web.Response:
         body = validate_body(GrantBody, await read_json(request))
-        return respond(await self.volumes.claim(request.match_info["name"], body))
+        name, caller = request.match_info["name"], node_of(request)
+        return respond(await self.volumes.claim(name, body, caller))
 
     @routes.post(
         "/v1/volumes/{name}/renew",
         "Agent: extend a claim's lease (409 when the epoch no longer holds it)",
-        auth=AGENT,
+        auth=NODE,
         body=GrantBody,
         response=Volume,
         tags=("agents", "volumes"),
     )
     async def volume_renew(self, request: web.Request) -> web.Response:
         body = validate_body(GrantBody, await read_json(request))
-        return respond(await self.volumes.renew(request.match_info["name"], body))
+        name, caller = request.match_info["name"], node_of(request)
+        return respond(await self.volumes.renew(name, body, caller))
 
     @routes.post(
         "/v1/volumes/{name}/release",
         "Agent: release a claim (a stale epoch changes nothing)",
-        auth=AGENT,
+        auth=NODE,
         body=GrantBody,
         response=Volume,
         tags=("agents", "volumes"),
     )
     async def volume_release(self, request: web.Request) -> web.Response:
         body = validate_body(GrantBody, await read_json(request))
-        return respond(await self.volumes.release(request.match_info["name"], body))
+        name, caller = request.match_info["name"], node_of(request)
+        return respond(await self.volumes.release(name, body, caller))

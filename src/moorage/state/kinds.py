@@ -19,6 +19,8 @@
     /moorage/silences/<id>                       Silence (matchers, expiry)
     /moorage/alert-state/current                 AlertState: the leader's alert instances and
                                                  what each notifier last heard
+/moorage/identities/<node>                   NodeIdentity: the key and certificate serials that
+                                             speak for a node (moorage.pki)
     /moorage/kv/<key>                            the KV store (state/kv.py: its own index)
 
 A `StoredKind` is one row of that table: its key segment, how an object's cache key maps to the
@@ -40,6 +42,7 @@ from moorage.model import Deployment, Event, Node, Secret, Service, Task, TaskDe
 from moorage.model.acl import Policy, Token
 from moorage.model.catalog import Registration
 from moorage.model.event import UserEvent
+from moorage.model.identity import NodeIdentity
 from moorage.model.snapshot import Snapshot
 from moorage.model.volume import Volume
 from moorage.store import Delete, Put
@@ -160,6 +163,8 @@ TASKDEF: StoredKind[tuple[str, int], TaskDefinition] = StoredKind(
 DEPLOYMENT = _named("deployments", Deployment, lambda d: d.id, _deployment_topics)
 SECRET = _named("secrets", Secret, lambda s: s.name, _topic(Topic.SECRETS))
 EVENT = _named("events", Event, lambda e: e.id, _topic(Topic.EVENTS), EventLog)
+
+
 def _by_key_only(value: bytes) -> str:
     raise TypeError("a meta value has no name of its own: write it with Put(META.key(name), ...)")
 
@@ -187,6 +192,7 @@ ALERT_RULE = _named("alert-rules", AlertRule, lambda r: r.name, _topic(Topic.ALE
 NOTIFIER = _named("notifiers", Notifier, lambda n: n.name, _topic(Topic.ALERTS))
 SILENCE = _named("silences", Silence, lambda s: s.id, _topic(Topic.ALERTS))
 ALERT_STATE = _named("alert-state", AlertState, lambda _: "current", _topic(Topic.ALERTS))
+IDENTITY = _named("identities", NodeIdentity, lambda i: i.name, _topic(Topic.NODES))
 
 KINDS: tuple[StoredKind[Any, Any], ...] = (
     SERVICE,
@@ -207,6 +213,7 @@ KINDS: tuple[StoredKind[Any, Any], ...] = (
     NOTIFIER,
     SILENCE,
     ALERT_STATE,
+    IDENTITY,
 )
 _BY_SEGMENT = {kind.segment: kind for kind in KINDS}
 

@@ -24,15 +24,15 @@ and task processes by their working directory under `root`), namespaces, links.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
-import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +42,23 @@ from typing import Any
 
 import httpx
 import psutil
+
+from .network import Network, NodeLink, netns_supported
+
+__all__ = [
+    "MOORAGE",
+    "AgentSpec",
+    "Cluster",
+    "Network",
+    "NodeLink",
+    "Proc",
+    "free_port",
+    "kill_tasks_under",
+    "netns_supported",
+    "remove_containers",
+    "task_processes",
+    "wait_for",
+]
 
 MOORAGE = [sys.executable, "-m", "moorage"]
 AGENT_PORT = 7071  # inside its own namespace every agent can use the default port
@@ -158,102 +175,6 @@ class Proc:
         return code
 
 
-# ---- network namespaces ---------------------------------------------------------------------
-def _ip(*args: str) -> None:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-
-
-def netns_supported() -> str | None:
-    """Why a netns cluster cannot run here, or None when it can."""
-    if sys.platform != "linux":
-        return "network namespaces need Linux"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    for tool in ("ip", "nsenter"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (iproute2, util-linux)"
-    return None
-
-
-@dataclass
-class NodeLink:
-    namespace: str
-    address: str
-    host_end: str  # the veth end on the bridge, in the host namespace (cut/heal toggle it)
-    inner_end: str
-
-
-class Network:
-    """A bridge in the host namespace and one namespace per node, on a fresh /24."""
-
-    def __init__(self) -> None:
-        why = netns_supported()
-        if why is not None:
-            raise RuntimeError(why)
-        self.tag = f"{random.getrandbits(16):04x}"
-        self.bridge = f"mg{self.tag}br"
-        self.subnet = _free_subnet()
-        self.gateway = str(self.subnet.network_address + 1)
-        self.nodes: dict[str, NodeLink] = {}
-        _ip("link", "add", self.bridge, "type", "bridge")
-        try:
-            _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-            _ip("link", "set", self.bridge, "up")
-        except Exception:
-            self.destroy()
-            raise
-
-    def add(self, name: str, number: int) -> NodeLink:
-        link = NodeLink(
-            namespace=f"moorage-{self.tag}-n{number}",
-            address=str(self.subnet.network_address + 10 + number),
-            host_end=f"mg{self.tag}h{number}",
-            inner_end=f"mg{self.tag}n{number}",
-        )
-        self.nodes[name] = link
-        _ip("netns", "add", link.namespace)
-        _ip("link", "add", link.host_end, "type", "veth", "peer", "name", link.inner_end)
-        _ip("link", "set", link.inner_end, "netns", link.namespace)
-        _ip("link", "set", link.host_end, "master", self.bridge, "up")
-        _ip("-n", link.namespace, "addr", "add", f"{link.address}/24", "dev", link.inner_end)
-        _ip("-n", link.namespace, "link", "set", link.inner_end, "up")
-        _ip("-n", link.namespace, "link", "set", "lo", "up")
-        return link
-
-    def prefix(self, name: str) -> list[str]:
-        """The command prefix that runs a program inside the node's namespace (network only:
-        the node shares the machine's filesystem, cgroups and Docker engine)."""
-        return ["nsenter", f"--net=/run/netns/{self.nodes[name].namespace}", "--"]
-
-    def cut(self, name: str) -> None:
-        _ip("link", "set", self.nodes[name].host_end, "down")
-
-    def heal(self, name: str) -> None:
-        _ip("link", "set", self.nodes[name].host_end, "up")
-
-    def destroy(self) -> None:
-        """Remove the namespaces (their veth pairs go with them) and the bridge."""
-        for link in self.nodes.values():
-            subprocess.run(["ip", "netns", "del", link.namespace], capture_output=True)
-            subprocess.run(["ip", "link", "del", link.host_end], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        self.nodes.clear()
-
-
-def _free_subnet() -> ipaddress.IPv4Network:
-    listed = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    used = [ipaddress.IPv4Interface(word).network for word in listed.split() if "/" in word]
-    for _ in range(200):
-        subnet = ipaddress.IPv4Network(
-            f"10.{random.randrange(200, 250)}.{random.randrange(256)}.0/24"
-        )
-        if not any(subnet.overlaps(other) for other in used):
-            return subnet
-    raise RuntimeError("no free 10.x.y.0/24 subnet for the test network")
-
-
 # ---- the cluster ----------------------------------------------------------------------------
 @dataclass
 class AgentSpec:
@@ -305,10 +226,19 @@ class Cluster:
     ) -> None:
         host = self.network.gateway if self.network else "127.0.0.1"
         self.http_port = free_port(host)
+        self.cluster_port = free_port(host)
         self.dns_port = free_port()  # the server's DNS (UDP and TCP) on 127.0.0.1
-        self.addr = f"http://{host}:{self.http_port}"
+        # Beyond loopback (a netns cluster) the API speaks HTTPS: clients trust the cluster CA.
+        self.tls = self.network is not None
+        self.addr = f"{'https' if self.tls else 'http'}://{host}:{self.http_port}"
+        self.cluster_url = f"https://{host}:{self.cluster_port}"  # the nodes' port (mTLS)
+        self.ca = self.root / "server" / "tls" / "ca.pem"
+        self.token_file = self.root / "server" / "join-token"
         self.shared_volume_root = self.root / "shared-volumes"  # what every node mounts
         self.env = {"MOORAGE_ADDR": self.addr}
+        if self.tls:
+            self.env["MOORAGE_CACERT"] = str(self.ca)
+        insecure = ["--insecure"] if self.tls and "--acl" not in server_args else []
         self.server = Proc(
             [
                 *MOORAGE,
@@ -317,8 +247,11 @@ class Cluster:
                 str(self.root / "server"),
                 "--http-addr",
                 f"{host}:{self.http_port}",
+                "--cluster-addr",
+                f"{host}:{self.cluster_port}",
                 "--dns-addr",
                 f"127.0.0.1:{self.dns_port}",
+                *insecure,
                 *server_args,
             ],
             self.root / "server.log",
@@ -330,8 +263,10 @@ class Cluster:
         self.agents = [self._agent(i, spec) for i, spec in enumerate(specs, start=1)]
         self.by_name = {spec.name: proc for spec, proc in zip(specs, self.agents, strict=True)}
         self.agent = self.agents[0]
-        self.http = httpx.Client(base_url=self.addr, timeout=30)
+        self.http = httpx.Client(base_url=self.addr, timeout=30)  # made anew once started
         self.token = ""
+        self._nodes: list[httpx.Client] = []
+        self._stopping = threading.Event()
 
     def _agent(self, number: int, spec: AgentSpec) -> Proc:
         if self.network is not None:
@@ -344,7 +279,9 @@ class Cluster:
             *MOORAGE,
             "agent",
             "--server",
-            self.addr,
+            self.cluster_url,
+            "--token-file",
+            str(self.token_file),
             "--name",
             spec.name,
             "--data-dir",
@@ -369,11 +306,13 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
         try:
             self.server.start()
-            self.token = (self.root / "server" / "join-token").read_text().strip()
+            self.token = self.token_file.read_text().strip()
+            self.http.close()
+            self.http = self.client()
             for agent in self.agents:
-                agent.env["MOORAGE_TOKEN"] = self.token
                 agent.start()
         except BaseException:
             self.stop()
@@ -394,10 +333,13 @@ class Cluster:
     def stop(self) -> None:
         """Stop every process, then what outlives them by design (tasks, containers), then
         the network."""
+        self._stopping.set()
         for agent in self.agents:
             agent.stop()
         self.server.stop()
         self.http.close()
+        for client in self._nodes:
+            client.close()
         kill_tasks_under(self.root)
         for name in self.specs:
             remove_containers(name)
@@ -430,6 +372,88 @@ class Cluster:
     def heal(self, node: str) -> None:
         assert self.network is not None, "cut/heal need Cluster(..., netns=True)"
         self.network.heal(node)
+
+    # ---- clients ---------------------------------------------------------------------------
+    def management_token(self) -> str:
+        """The management token a server started with --acl wrote on its first start."""
+        return (self.root / "server" / "acl-bootstrap-token").read_text().strip()
+
+    def client(self, **options: Any) -> httpx.Client:
+        """An HTTP client of the API (trusting the cluster CA when the API speaks HTTPS)."""
+        options.setdefault("timeout", 30)
+        if self.tls:
+            options.setdefault("verify", ssl.create_default_context(cafile=str(self.ca)))
+        return httpx.Client(base_url=self.addr, **options)
+
+    def as_node(self, name: str, **options: Any) -> httpx.Client:
+        """A client of the cluster port holding a certificate for node `name`: it joins as
+        that node with the join token, as an agent does on its first start."""
+        options.setdefault("timeout", 30)
+        client = httpx.Client(base_url=self.cluster_url, verify=self.node_tls(name), **options)
+        self._nodes.append(client)
+        return client
+
+    def fake_node(self, name: str, memory: int = 1024) -> httpx.Client:
+        """A node that joins and registers but runs nothing (tasks placed on it stay pending):
+        for tests of what a node may ask for. Answers its client (`as_node`)."""
+        node = self.as_node(name)
+        body = {"name": name, "cpu": 1024, "memory": memory}
+        node.put(f"/v1/nodes/{name}", json=body).raise_for_status()
+        beating = self.as_node(name)  # its own connection: httpx clients are not thread-safe
+
+        def heartbeat() -> None:  # stays ready until the cluster stops
+            while not self._stopping.wait(1.0):
+                # the server restarting, or the cluster stopping: try again, or end
+                with contextlib.suppress(httpx.HTTPError, RuntimeError):
+                    beating.post(f"/v1/nodes/{name}/heartbeat")
+
+        threading.Thread(target=heartbeat, name=f"heartbeat-{name}", daemon=True).start()
+        return node
+
+    def task_on(self, node: str, service: str) -> str:
+        """Deploy `service`, one sleeping process held on `node`; answer its task's id."""
+        spec = (
+            f"service: {service}\ncount: 1\n"
+            f'placement: {{constraints: ["node.name == {node}"]}}\n'
+            "containers:\n  - name: app\n    command: [sleep, '3600']\n"
+            "    cpu: 10\n    memory: 16\n"
+        )
+        self.deploy(spec)
+
+        def placed() -> tuple[str] | None:
+            found = [t["id"] for t in self.tasks(service) if t.get("node") == node]
+            return (found[0],) if found else None
+
+        (task,) = wait_for(placed, 20, what=f"a task of {service} on {node}")
+        return str(task)
+
+    def node_tls(self, name: str) -> ssl.SSLContext:
+        """A TLS context presenting a certificate for node `name` (joined with the token)."""
+        from moorage.pki import key_and_csr
+
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if name in self.specs:  # one of this cluster's agents: speak with its own certificate
+            number = list(self.specs).index(name) + 1
+            folder = self.root / f"node{number}" / "agent" / "tls"
+            context.load_cert_chain(folder / "node.pem", folder / "node.key")
+            return context
+        folder = self.root / f"as-node-{name}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if (folder / "node.pem").exists():  # joined before: the same key and certificate
+            context.load_cert_chain(folder / "node.pem", folder / "node.key")
+            return context
+        key, csr = key_and_csr("node", name, ["127.0.0.1"])
+        with httpx.Client(base_url=self.cluster_url, verify=context, timeout=30) as joining:
+            answer = joining.post(
+                "/v1/join",
+                json={"name": name, "csr": csr.decode()},
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
+        answer.raise_for_status()
+        (folder / "node.key").write_bytes(key)
+        (folder / "node.pem").write_text(answer.json()["certificate"])
+        context.load_cert_chain(folder / "node.pem", folder / "node.key")
+        return context
 
     # ---- helpers ---------------------------------------------------------------------------
     def cli(

@@ -72,7 +72,9 @@ def choose(
 def provision(storage: Storage, size_mib: int | None, read_only: bool = False) -> None:
     """Make the volume usable at `storage.host_path`: idempotent, never reformats."""
     if storage.kind == "directory":
-        storage.data.mkdir(parents=True, exist_ok=True)
+        if not storage.data.exists():  # its root as a fresh filesystem's (0755): the
+            storage.data.mkdir(parents=True)  # folders above it stay private (umask 077)
+            storage.data.chmod(0o755)
         return
     if not storage.image.exists():
         if size_mib is None:

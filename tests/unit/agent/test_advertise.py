@@ -50,7 +50,7 @@ def start(monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
 
     monkeypatch.setattr(daemon, "Agent", agent)
     monkeypatch.setattr(daemon, "local_address", lambda servers: f"10.0.0.{len(servers)}")
-    result = CliRunner().invoke(daemons.agent, ["--token", "t", *args])
+    result = CliRunner().invoke(daemons.agent, args, env={"MOORAGE_TOKEN": "t"})
     assert isinstance(result.exception, Started), result.output
     return seen
 
@@ -58,10 +58,25 @@ def start(monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
 def test_by_default_the_agent_advertises_and_listens_at_its_address_to_the_servers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seen = start(monkeypatch, "--server", "http://10.0.0.9:7070")
+    seen = start(monkeypatch, "--server", "10.0.0.9:7072")
     assert (seen["advertise_address"], seen["http_addr"]) == ("10.0.0.1", ("10.0.0.1", 7071))
-    seen = start(monkeypatch, "--server", "http://a:7070,http://b:7070", "--advertise", "1.2.3.4")
+    assert seen["servers"] == ("https://10.0.0.9:7072",) and seen["token"] == "t"
+    seen = start(monkeypatch, "--server", "a:7072,https://b:7072", "--advertise", "1.2.3.4")
     assert (seen["advertise_address"], seen["http_addr"]) == ("1.2.3.4", ("1.2.3.4", 7071))
+
+
+def test_agents_speak_tls_to_the_cluster_port() -> None:
+    from moorage.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["agent", "--server", "http://10.0.0.9:7070"])
+    assert result.exit_code == 2 and "cluster port" in result.output
+
+
+def test_the_join_token_comes_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    token = tmp_path / "join-token"
+    token.write_text("mrg1:" + "a" * 64 + ":secret-secret-secret\n")
+    seen = start(monkeypatch, "--token-file", str(token))
+    assert seen["token"] == "mrg1:" + "a" * 64 + ":secret-secret-secret"
 
 
 def test_explicit_addresses_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,12 +96,12 @@ def test_the_servers_join_line_names_an_address_agents_can_use() -> None:
     from pathlib import Path
 
     token = Path("/data/join-token")
-    wide = daemon._join_line(("0.0.0.0", 7070), token)
-    assert "--server http://<this machine>:7070 --token <that token>" in wide
+    wide = daemon._join_line(("0.0.0.0", 7072), token)
+    assert "--server <this machine>:7072 --token-file <that file>" in wide
     assert "in /data/join-token" in wide and "only on this machine" not in wide
-    assert "--server http://10.1.2.3:7070" in daemon._join_line(("10.1.2.3", 7070), token)
-    local = daemon._join_line(("127.0.0.1", 7070), token)
-    assert "only on this machine: --http-addr 0.0.0.0:7070 lets others join" in local
+    assert "--server 10.1.2.3:7072" in daemon._join_line(("10.1.2.3", 7072), token)
+    local = daemon._join_line(("127.0.0.1", 7072), token)
+    assert "only on this machine: --cluster-addr 0.0.0.0:7072 lets others join" in local
 
 
 @pytest.mark.parametrize(

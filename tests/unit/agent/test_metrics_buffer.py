@@ -96,13 +96,11 @@ class Receiver:
     def __init__(self) -> None:
         self.status = 200
         self.batches: list[dict[str, Any]] = []
-        self.tokens: list[str] = []
 
     async def ingest(self, request: web.Request) -> web.Response:
         if self.status != 200:
             return web.json_response({"message": "not now"}, status=self.status)
         self.batches.append(await request.json())
-        self.tokens.append(request.headers.get("Authorization", ""))
         return web.json_response({"accepted": len(self.batches[-1]["points"])})
 
     def values(self) -> list[float]:
@@ -120,7 +118,7 @@ async def receiver() -> Any:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     async with aiohttp.ClientSession() as session:
-        client = ServerClient(session, f"http://127.0.0.1:{port}", token="join")
+        client = ServerClient(session, f"http://127.0.0.1:{port}")
         yield found, client
     await runner.cleanup()
 
@@ -154,7 +152,7 @@ async def test_batches_buffer_while_the_server_fails_and_replay_in_order(
     assert await sender.flush()
     assert found.values() == list(range(60))  # the buffer first, oldest first, then the new
     assert sender.buffer.points == 0 and all(b["dropped"] == 0 for b in found.batches)
-    assert found.tokens[0] == "Bearer join" and found.batches[0]["node"] == "n1"
+    assert found.batches[0]["node"] == "n1"
 
 
 async def test_dropped_points_are_reported_with_the_next_accepted_batch(

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from moorage.model import Conflict, Node, NotFound, SpecError, Task, Unavailable, parse_specs
+from moorage.model import (
+    Conflict,
+    Forbidden,
+    Node,
+    NotFound,
+    SpecError,
+    Task,
+    Unavailable,
+    parse_specs,
+)
 from moorage.model.volume import GrantBody, VolumeCreate
 from moorage.ops import AgentLost, AgentUnreachable, SecretBox, Secrets, Volumes
 from moorage.ops.deploy import Deployer
@@ -131,10 +140,10 @@ async def test_secrets_are_sealed_and_opened_only_for_the_tasks_node(world: Worl
     )
     await world.writer.commit([], [kinds.TASK.put(task)])
     assert ops.for_task("web-1", "n1").root == {"app": {"DB": "v2"}}
-    with pytest.raises(NotFound):
-        ops.for_task("web-1", "n2")  # another node is told the task is not there
-    with pytest.raises(NotFound):
-        ops.for_task("web-1", None)
+    with pytest.raises(Forbidden):
+        ops.for_task("web-1", "n2")  # another node's task: not its own secrets
+    with pytest.raises(Forbidden):
+        ops.for_task("web-2", "n1")
 
 
 async def test_many_secrets_at_once_name_every_bad_entry(world: World) -> None:

@@ -108,7 +108,8 @@ async def test_watchers_from_memory_and_from_history_see_the_same_events(
 async def test_a_watcher_that_lags_past_memory_reads_the_rest_from_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("moorage.store.sqlite.RECENT", 4)
+    monkeypatch.setattr("moorage.store._recent.RECENT", 4)
+    monkeypatch.setattr("moorage.store._recent.RECENT_BYTES", 64)
     monkeypatch.setattr("moorage.store.sqlite.RECENT_BYTES", 64)
     store = await SqliteStore.open(tmp_path / "s.db")
     try:
@@ -117,7 +118,7 @@ async def test_a_watcher_that_lags_past_memory_reads_the_rest_from_disk(
         assert (await anext(slow)).kv.key == "/k/first"
         for number in range(30):  # memory keeps the newest few: the slow watcher falls behind
             await store.txn([], [Put(f"/k/{number:02d}", b"x" * (number % 7) * 5)])
-        assert len(store._recent) <= 8
+        assert len(store._recent._rows) <= 8
         rest = [await anext(slow) for _ in range(30)]
         assert [e.kv.key for e in rest] == [f"/k/{n:02d}" for n in range(30)]
         assert [e.kv.mod_revision for e in rest] == list(range(2, 32))
@@ -136,9 +137,9 @@ async def test_a_bulk_batch_is_read_from_disk_and_the_next_small_one_from_memory
         watcher = store.watch("/k/", 1)
         assert (await anext(watcher)).kv.key == "/k/first"
         await store.txn([], [Put(f"/k/bulk-{i:02d}", b"b") for i in range(25)])
-        assert store._recent == []  # 25 events: not kept, the watcher goes to the disk
+        assert store._recent._rows == []  # 25 events: not kept, the watcher goes to the disk
         await store.txn([], [Put("/k/small", b"s")])
-        assert [row[2].kv.key for row in store._recent] == ["/k/small"]
+        assert [row[2].kv.key for row in store._recent._rows] == ["/k/small"]
         seen = [await anext(watcher) for _ in range(26)]
         assert [e.kv.key for e in seen] == [f"/k/bulk-{i:02d}" for i in range(25)] + ["/k/small"]
         assert [e.kv.mod_revision for e in seen] == [2] * 25 + [3]
