@@ -73,6 +73,8 @@ class DevConfig:
     cluster_addr: tuple[str, int] = ("127.0.0.1", 7072)
     node_name: str = field(default_factory=lambda: node_name())
     attrs: dict[str, str] = field(default_factory=dict)
+    host_volumes: dict[str, str] = field(default_factory=dict)
+    privileged: bool = False
     demo_dir: Path | None = None
     dns: DnsConfig | None = None  # the server's DNS interface (None: no DNS listener)
     metrics_interval: float = 10.0  # the agent's metrics collection (0: none)
@@ -230,6 +232,8 @@ async def dev(config: DevConfig, echo: Callable[[str], None]) -> None:
                 data_dir=config.data_dir / "agent",
                 http_addr=config.agent_addr,
                 attrs=config.attrs,
+                host_volumes=config.host_volumes,
+                privileged=config.privileged,
                 token=server.token_path.read_text().strip(),
                 metrics_interval=config.metrics_interval,
             )

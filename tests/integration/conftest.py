@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from moorage.testing.cluster import netns_supported
+from moorage.testing.dockerd import node_engines_supported
+from tests.fixtures.images import BUSYBOX
 
 from .cluster import Cluster
 
@@ -47,3 +49,17 @@ def zones(tmp_path: Path, netns: None) -> Iterator[Cluster]:
     """Three agents in three network namespaces: n1 zone=a, n2 zone=b, n3 zone=c."""
     with Cluster(tmp_path, agents=3, netns=True) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def node_engines(netns: None) -> None:
+    """Clusters with a Docker engine per node (`Cluster(..., node_engines=True)`) need dockerd,
+    containerd, docker-registry and busybox: skip loudly without them, unless
+    MOORAGE_REQUIRE_DOCKER=1 (CI), where their absence is an error."""
+    why = node_engines_supported()
+    if why is None and not BUSYBOX.exists():
+        why = f"{BUSYBOX} is missing (apt-get install busybox-static), the test image's base"
+    if why is not None:
+        if os.environ.get("MOORAGE_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"MOORAGE_REQUIRE_DOCKER=1 but {why}")
+        pytest.skip(f"SKIPPED LOUDLY: {why} (CI runs these)")

@@ -115,6 +115,8 @@ class Agent:
             attrs=self.config.attrs,
             drivers=sorted(self.drivers),
             cgroups=cgroups,
+            host_volumes=self.config.host_volumes,
+            privileged=self.config.privileged and "docker" in self.drivers,
         )
 
     def task_dir(self, task_id: str) -> Path:
@@ -377,6 +379,8 @@ class Agent:
             self._secrets,
             node_address=self.config.advertise_address,
             volumes=self._volumes(task.id, taskdef),
+            configs=self.data_dir / "configs",
+            privileged=self.config.privileged,
         )
         self.runners[task.id] = runner
         self._runner_tasks[task.id] = asyncio.create_task(runner.run(), name=f"task-{task.id}")
@@ -453,6 +457,7 @@ class Agent:
             self.client,
             self.config.volume_lease,
             self.node_mounts,
+            self.config.host_volumes,
         )
 
 

@@ -31,6 +31,8 @@ class AgentConfig:
     # Command (`Args`) checks of services registered through the API run commands on this
     # machine: off unless asked for, as Consul's enable_script_checks.
     script_checks: bool = False
+    host_volumes: dict[str, str] = field(default_factory=dict)  # name → real path (hostvolumes)
+    privileged: bool = False  # `--allow-privileged`: run containers that ask for it
 
     def __post_init__(self) -> None:
         if not self.servers:

@@ -27,6 +27,7 @@ from moorage.drivers.errors import DriverError
 from moorage.model import Container, ContainerState, Health, Task, TaskDefinition, TaskStatus
 from moorage.model.messages import TaskReport
 
+from .configs import ConfigsHook
 from .handles import HandleStore, SavedTask
 from .health import Checker, worst
 from .hooks import ChecksHook, Hook, HookStop, SecretFetcher, SecretsHook, VolumesHook
@@ -95,6 +96,8 @@ class TaskRunner:
         fetch_secrets: SecretFetcher | None = None,
         node_address: str = "127.0.0.1",
         volumes: TaskVolumes | None = None,
+        configs: Path | None = None,
+        privileged: bool = False,
     ) -> None:
         self.task = task
         self.taskdef = taskdef
@@ -128,6 +131,8 @@ class TaskRunner:
         self.hooks: list[Hook] = [SecretsHook(task.id, taskdef, fetch_secrets)]
         if volumes is not None:
             self.hooks.append(VolumesHook(volumes, self))
+        if configs is not None:
+            self.hooks.append(ConfigsHook(taskdef, task_dir, configs, privileged))
         self.hooks.append(self.checks)
         self._send_lock = asyncio.Lock()
         self._final_sent = False

@@ -33,6 +33,7 @@ from moorage.model import Container, TaskDefinition, VolumeSpec
 from moorage.model.volume import GrantBody, Volume
 from moorage.volumes import Layout, VolumeError, fence, host, layout
 
+from . import hostvolumes
 from .client import ServerError
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class TaskVolumes:
         grants: Grants | None,
         lease: float,
         node_mounts: NodeMounts,
+        host_volumes: dict[str, str] | None = None,
     ) -> None:
         self.task_id = task_id
         self.taskdef = taskdef
@@ -117,6 +119,7 @@ class TaskVolumes:
         self.grants = grants
         self.lease = lease
         self.node_mounts = node_mounts
+        self.host_volumes = host_volumes or {}
         self.attached: list[Attached] = []
         self.fence_file = paths.fence_file(task_id)
         self._targets: dict[str, Any] = {"pids": [], "cgroups": [], "containers": []}
@@ -136,8 +139,13 @@ class TaskVolumes:
         mountable = host.can_mount()
         planned: list[tuple[int | None, host.Storage, Attached]] = []
         for key, spec in sorted(self.taskdef.volumes.items()):
-            if spec.host_path is not None:
-                raise VolumeError(f"volume {key}: host_path volumes are not mounted by agents")
+            if spec.host_path is not None:  # the node's own directory: nothing to provision
+                try:
+                    real = hostvolumes.resolve(self.host_volumes, spec.host_path)
+                except hostvolumes.HostVolumeError as exc:
+                    raise VolumeError(f"volume {key}: {exc}") from None
+                self.attached.append(Attached(key, "", "host", str(real), "", spec.read_only))
+                continue
             read_only = spec.read_only or spec.access == "read-only-many"
             size = spec.size_mib
             if spec.scope == "shared":

@@ -11,9 +11,11 @@ import click
 from moorage.model import FieldError, SpecError
 
 from .flags import (
+    node_access_options,
     parse_addr,
     parse_attrs,
     parse_handlers,
+    parse_host_volumes,
     parse_influx,
     parse_interval,
     parse_retention,
@@ -169,6 +171,7 @@ def dns_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--demo-dir", default="examples", show_default=True)
 @click.option("--node-name", default=None, help="Name of the local node (default: the hostname).")
 @click.option("--attr", "attrs", multiple=True, help="Node attribute key=value (repeatable).")
+@node_access_options
 @metrics_interval_option
 @influx_options
 @metrics_store_options
@@ -186,6 +189,9 @@ def dev(
     demo_dir: str,
     node_name: str | None,
     attrs: tuple[str, ...],
+    host_volumes: tuple[str, ...],
+    allow_privileged: bool,
+    allow_docker_socket: bool,
     metrics_interval: str,
     influx_url: str | None,
     influx_buffer: int,
@@ -208,6 +214,8 @@ def dev(
         cluster_addr=parse_addr(cluster_addr, "cluster-addr"),
         agent_addr=parse_addr(agent_addr, "agent-addr"),
         attrs=parse_attrs(attrs),
+        host_volumes=parse_host_volumes(host_volumes, allow_docker_socket),
+        privileged=allow_privileged,
         demo_dir=demo_path,
         dns=dns,
         metrics_interval=parse_interval(metrics_interval, "metrics-interval"),
@@ -403,6 +411,7 @@ def server(
     help="Disk the agent may use for metrics while no server takes them (the oldest are "
     "dropped first, and counted).",
 )
+@node_access_options
 @data_dir_option
 def agent(
     server_urls: tuple[str, ...],
@@ -421,6 +430,9 @@ def agent(
     volume_lease: str,
     metrics_interval: str,
     metrics_buffer_size: str,
+    host_volumes: tuple[str, ...],
+    allow_privileged: bool,
+    allow_docker_socket: bool,
     data_dir: str,
 ) -> None:
     """Run a node agent: registers this machine and runs the tasks placed on it.
@@ -431,7 +443,7 @@ def agent(
     there."""
     from moorage import daemon
     from moorage.model.duration import parse_duration
-    from moorage.model.taskdef import size_mib
+    from moorage.model.runtime import size_mib
     from moorage.model.volume import MAX_LEASE, MIN_LEASE
 
     try:
@@ -465,6 +477,8 @@ def agent(
         metrics_interval=parse_interval(metrics_interval, "metrics-interval"),
         metrics_buffer_bytes=buffer_mib * 1024 * 1024,
         script_checks=script_checks,
+        host_volumes=parse_host_volumes(host_volumes, allow_docker_socket),
+        privileged=allow_privileged,
     )
     node = daemon.Agent(config)
     daemon.run(lambda: daemon.run_agent(node, lambda line: click.echo(line)))

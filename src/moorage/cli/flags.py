@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from moorage.model import FieldError, SpecError
 
@@ -130,3 +133,34 @@ def parse_retention(raw: str, rollup: str) -> tuple[float, float]:
     if errors:
         raise SpecError(errors)
     return seconds["metrics-retention"], seconds["metrics-rollup-retention"]
+
+
+def node_access_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """What an operator lets this node's tasks use beyond their own container."""
+    f = click.option(
+        "--allow-docker-socket",
+        is_flag=True,
+        help="Let a --host-volume share the Docker socket (root on this node).",
+    )(f)
+    f = click.option(
+        "--allow-privileged",
+        is_flag=True,
+        help="Run containers that ask for `privileged: true` (root on this node).",
+    )(f)
+    return click.option(
+        "--host-volume",
+        "host_volumes",
+        multiple=True,
+        metavar="NAME=PATH",
+        help="Share a directory of this node with tasks that mount it or a path under it "
+        "(repeatable).",
+    )(f)
+
+
+def parse_host_volumes(values: tuple[str, ...], allow_docker_socket: bool) -> dict[str, str]:
+    from moorage.agent.hostvolumes import HostVolumeError, parse
+
+    try:
+        return parse(values, allow_docker_socket)
+    except HostVolumeError as exc:
+        raise SpecError([FieldError("host-volume", str(exc))]) from None

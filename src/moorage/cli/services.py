@@ -10,16 +10,22 @@ from typing import Any
 import click
 
 from moorage.client import Client
-from moorage.model import FieldError, SpecError, not_yet_honoured, parse_specs
+from moorage.model import FieldError, SpecError
 
 from . import formats
 from .common import client, output_option, read_spec_file
+from .compose import deploy_compose
+from .follow import DeploymentFailed, follow_deployment
 from .output import age, emit_json, ports, table
 
 
 @click.command()
 @click.option(
-    "-f", "--file", "path", default=None, help="Spec file (moorage YAML), or - for stdin."
+    "-f",
+    "--file",
+    "path",
+    default=None,
+    help="Spec file (moorage YAML, compose or ECS task definition), or - for stdin.",
 )
 @click.option("--ecs", "ecs", default=None, help="An ECS task definition JSON file to deploy.")
 @click.option("--count", type=click.IntRange(min=0), default=None, help="With --ecs: tasks to run.")
@@ -32,6 +38,19 @@ from .output import age, emit_json, ports, table
     multiple=True,
     metavar="CONTAINER=IMAGE",
     help="Roll out a new revision with only this container's image changed (repeatable).",
+)
+@click.option(
+    "--registry",
+    envvar="MOORAGE_REGISTRY",
+    default=None,
+    metavar="HOST[:PORT][/PATH]",
+    help="Compose files: where built images are pushed and every node pulls from (needed with "
+    "several nodes; env MOORAGE_REGISTRY).",
+)
+@click.option(
+    "--no-build",
+    is_flag=True,
+    help="Compose files: build nothing; services with `build:` must also name an `image:`.",
 )
 @click.option("--detach", is_flag=True, help="Return once deployed; do not follow the deployments.")
 @click.option(
@@ -46,6 +65,8 @@ def deploy(
     count: int | None,
     service: str | None,
     images: tuple[str, ...],
+    registry: str | None,
+    no_build: bool,
     detach: bool,
     timeout: float,
     output: str,
@@ -64,20 +85,16 @@ def deploy(
         )
     with client(ctx) as api:
         if ecs:
-            specs, warnings, _ = formats.load(
-                read_spec_file(ecs), "ecs", Path(ecs).parent, service, count
-            )
-            formats.warn(warnings)
-            results = api.deploy_specs([s.model_dump(mode="json") for s in specs])
+            loaded = formats.load(read_spec_file(ecs), "ecs", Path(ecs).parent, service, count)
+            formats.warn(loaded.warnings)
+            results = api.deploy_specs([s.model_dump(mode="json") for s in loaded.specs])
         elif images:
             if service is None:
                 raise click.UsageError("--image needs --service NAME")
             results = [api.update_images(service, _parse_images(images))]
         else:
             assert path is not None
-            text = read_spec_file(path)
-            parse_specs(text)  # fail fast, locally, with every field error
-            results = api.deploy(text)
+            results = _deploy_file(api, path, registry, no_build, timeout)
         if output != "json":
             for r in results:
                 verb = "registered revision" if r["created"] else "unchanged at revision"
@@ -102,6 +119,22 @@ def deploy(
         )
 
 
+def _deploy_file(
+    api: Client, path: str, registry: str | None, no_build: bool, timeout: float
+) -> list[dict[str, Any]]:
+    """A spec file in any format: compose files are built and deployed in dependency order;
+    a moorage spec naming no files goes as it is (the server parses it)."""
+    text = read_spec_file(path)
+    base = Path(path).parent if path != "-" else Path.cwd()
+    if formats.detect(text) == "compose":
+        return deploy_compose(api, text, base, registry, no_build, timeout, echo=False)
+    loaded = formats.load(text, "auto", base)  # fail fast, locally, with every field error
+    formats.warn(loaded.warnings)
+    if loaded.text is not None:
+        return api.deploy(loaded.text)
+    return api.deploy_specs([s.model_dump(mode="json") for s in loaded.specs])
+
+
 def _parse_images(values: tuple[str, ...]) -> dict[str, str]:
     images = {}
     for value in values:
@@ -110,45 +143,6 @@ def _parse_images(values: tuple[str, ...]) -> dict[str, str]:
             raise SpecError([FieldError("image", f"must be CONTAINER=IMAGE, got {value!r}")])
         images[container] = image
     return images
-
-
-class DeploymentFailed(click.ClickException):
-    exit_code = 1
-
-
-def follow_deployment(
-    api: Client, deployment_id: str, deadline: float, output: str
-) -> dict[str, Any]:
-    """Print a deployment's progress as it moves; return it once done (a rollback is followed)."""
-    index, last = 0, ""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise click.ClickException(f"stopped following {deployment_id}: timed out")
-        deployment, index = api.deployment(deployment_id, index, min(remaining, 30.0))
-        line = describe(deployment)
-        if line != last and output != "json":
-            click.echo(f"{deployment['service']}: {line}")
-            last = line
-        if deployment["status"] != "running":
-            break
-    if deployment["status"] == "rolled_back" and output != "json":
-        service = api.service(deployment["service"])
-        back = service.get("deployment_id")
-        if back and back != deployment_id:
-            follow_deployment(api, back, deadline, output)
-    return deployment
-
-
-def describe(d: dict[str, Any]) -> str:
-    text = f"revision {d['to_revision']}: {d['healthy']}/{d['count']} healthy"
-    if d["old_remaining"]:
-        text += f", {d['old_remaining']} old remaining"
-    if d["failures"]:
-        text += f", {len(d['failures'])} failed"
-    if d["status"] != "running":
-        text += f" — {d['status']}" + (f": {d['message']}" if d["message"] else "")
-    return text
 
 
 def _check_output(task: dict[str, Any]) -> str:
@@ -227,14 +221,14 @@ def deployments(ctx: click.Context, service: str, output: str) -> None:
 def validate(path: str, fmt: str, output: str) -> None:
     """Check a spec file: every error with its field path, or the normalized spec."""
     base = Path(path).parent if path != "-" else Path.cwd()
-    specs, warnings, _ = formats.load(read_spec_file(path), fmt, base)
-    formats.warn(warnings)
-    for position, spec in enumerate(specs):
-        formats.warn(not_yet_honoured(spec, f"[{position}]." if len(specs) > 1 else ""))
+    loaded = formats.load(read_spec_file(path), fmt, base)
+    formats.warn(loaded.warnings)
     if output == "json":
-        emit_json([s.model_dump(mode="json") for s in specs])
+        emit_json([s.model_dump(mode="json") for s in loaded.specs])
     else:
-        for spec in specs:
+        for build in loaded.builds:
+            click.echo(f"{build.service}: built from {build.context} at deploy ({build.image})")
+        for spec in loaded.specs:
             click.echo(
                 f"{spec.service}: valid ({len(spec.containers)} container(s), count {spec.count})"
             )

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from moorage.model import Conflict, Node, NotFound
 from moorage.model.cluster import ClusterSnapshot
-from moorage.scheduler import Ask, ClusterState, place
+from moorage.scheduler import Ask, ClusterState, place, shares
 
 from .reconcile import allocs, deployment_in_progress, node_infos, service_ask
 
@@ -115,6 +115,10 @@ def plan_rebalance(snapshot: ClusterSnapshot, name: str, seed: int = 0) -> Rebal
 def _fits(node: Node, ask: Ask) -> bool:
     """The node offers the ask's drivers and satisfies its constraints (capacity aside)."""
     if not ask.drivers <= set(node.drivers):
+        return False
+    if ask.privileged and not node.privileged:
+        return False
+    if not all(shares(node.host_volumes.values(), path) for path in ask.host_paths):
         return False
     attrs = {**node.attrs, "node.name": node.name}
     return all(c.op == "distinct_hosts" or c.matches(attrs) for c in ask.constraints)

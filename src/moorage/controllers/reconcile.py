@@ -410,6 +410,8 @@ def node_infos(nodes: Iterable[Node]) -> list[NodeInfo]:
             port_range=n.port_range,
             eligible=n.schedulable,
             drivers=frozenset(n.drivers),
+            host_volumes=tuple(n.host_volumes.values()),
+            privileged=n.privileged,
         )
         for n in nodes
     ]
@@ -435,6 +437,8 @@ def service_ask(service: Service, taskdef: TaskDefinition, count: int) -> Ask:
         strategy=service.placement.strategy,
         spread_attr=service.placement.spread_attr,
         drivers=frozenset(c.driver for c in taskdef.containers),
+        host_paths=tuple(sorted(taskdef.host_paths())),
+        privileged=any(c.privileged for c in taskdef.containers),
         prefer=Constraint(attr="lifecycle", op="==", values=("spot",))
         if service.placement.capacity == "spot_preferred"
         else None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -115,12 +116,15 @@ def main(spec_path: str) -> int:
     cgroup = spec.get("cgroup") or ""
 
     user = spec.get("user")
+    rlimits = spec.get("rlimits") or []
 
     def in_child() -> None:
         """Between fork and exec: join the memory cgroup while still root, then become the
         task's user (groups, gid, uid: in that order, or the later ones are not allowed)."""
         if cgroup:
             Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
+        for number, soft, hard in rlimits:  # as root still: a hard limit may be raised
+            resource.setrlimit(number, (soft, hard))
         if user:
             uid, gid, groups = user
             os.setgroups(groups)

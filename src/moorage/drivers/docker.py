@@ -28,6 +28,9 @@ import aiodocker
 import aiohttp
 from aiodocker.containers import DockerContainer
 
+from moorage.model import Container
+from moorage.model.runtime import Tmpfs, size_bytes
+
 from ._executor import RotatingFile
 from .base import ExitResult, StartRequest, Stats, TaskHandle
 from .errors import DriverError, StartError
@@ -172,8 +175,14 @@ class DockerDriver:
             "PortBindings": bindings,
             "Memory": container.memory * 1024 * 1024,
             "CpuShares": max(container.cpu, 2),
-            "Init": True,  # reap zombies and forward signals, as `docker run --init`
+            # reap zombies and forward signals, as `docker run --init`, unless told not to
+            "Init": container.init is not False,
+            **runtime_options(container),
         }
+        if container.network_mode == "host":  # its ports are the node's (static, reserved)
+            host_config["NetworkMode"] = "host"
+            host_config.pop("PortBindings")
+            exposed = {}
         if req.mounts:  # volumes: bind mounts of their host paths
             host_config["Binds"] = [
                 f"{m.source}:{m.path}" + (":ro" if m.read_only else "") for m in req.mounts
@@ -196,6 +205,8 @@ class DockerDriver:
             config["WorkingDir"] = container.workdir
         if container.user:
             config["User"] = container.user
+        if container.stop_signal:
+            config["StopSignal"] = container.stop_signal
         return config
 
     # ---- logs ----------------------------------------------------------------------------
@@ -364,6 +375,42 @@ class DockerDriver:
     async def remove(self, container_id: str) -> None:
         with contextlib.suppress(aiodocker.DockerError):
             await (await self.docker.containers.get(container_id)).delete(force=True)
+
+
+def runtime_options(container: Container) -> dict[str, Any]:
+    """The container's runtime options as the Engine API's HostConfig fields (only those set)."""
+    options: dict[str, Any] = {}
+    if container.cap_add:
+        options["CapAdd"] = list(container.cap_add)
+    if container.cap_drop:
+        options["CapDrop"] = list(container.cap_drop)
+    if container.ulimits:
+        options["Ulimits"] = [
+            {"Name": name, "Soft": limit.soft, "Hard": limit.hard}
+            for name, limit in sorted(container.ulimits.items())
+        ]
+    if container.sysctls:
+        options["Sysctls"] = dict(container.sysctls)
+    if container.shm_size:
+        options["ShmSize"] = size_bytes(container.shm_size)
+    if container.tmpfs:
+        options["Tmpfs"] = {t.path: _tmpfs_options(t) for t in container.tmpfs}
+    if container.extra_hosts:
+        options["ExtraHosts"] = [f"{h}:{a}" for h, a in sorted(container.extra_hosts.items())]
+    if container.read_only:
+        options["ReadonlyRootfs"] = True
+    if container.privileged:  # the agent only starts it when --allow-privileged (configs hook)
+        options["Privileged"] = True
+    return options
+
+
+def _tmpfs_options(tmpfs: Tmpfs) -> str:
+    options = []
+    if tmpfs.size is not None:
+        options.append(f"size={size_bytes(tmpfs.size)}")
+    if tmpfs.mode is not None:
+        options.append(f"mode={tmpfs.mode:o}")
+    return ",".join(options)
 
 
 def config_hash(req: StartRequest) -> str:

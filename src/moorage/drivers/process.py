@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psutil
+
+from moorage.model import Container
+from moorage.model.runtime import signal_number
 
 from .base import BindMount, ExitResult, StartRequest, Stats, TaskHandle
 from .errors import DriverError, StartError
@@ -71,6 +75,18 @@ class RunAs:
             *(groups or ["--clear-groups"]),
             "--",
         ]
+
+
+def rlimits(container: Container) -> list[list[int]]:
+    """`ulimits` as [resource, soft, hard] for setrlimit (-1: unlimited)."""
+    limits = []
+    for name, limit in sorted(container.ulimits.items()):
+        number = getattr(resource, f"RLIMIT_{name.upper()}", None)
+        if number is None:
+            raise StartError(f"ulimit {name} does not exist on this platform")
+        soft, hard = (resource.RLIM_INFINITY if v == -1 else v for v in (limit.soft, limit.hard))
+        limits.append([int(number), int(soft), int(hard)])
+    return limits
 
 
 def run_as(user: str) -> RunAs:
@@ -202,6 +218,7 @@ class ProcessDriver:
             "log_max_bytes": LOG_MAX_BYTES,
             "log_keep": LOG_KEEP,
             "fence_file": str(req.fence_file) if req.fence_file else "",
+            "rlimits": rlimits(container),
         }
         spec_path = run / f"{container.name}.json"
         # The spec holds the environment (secrets included): readable by root only, and the
@@ -221,6 +238,7 @@ class ProcessDriver:
                 "cgroup": cgroup,
                 "logs": str(logs),
                 "user": None if who is None else {**asdict(who), "groups": list(who.groups)},
+                "stop_signal": signal_number(container.stop_signal or "SIGTERM"),
             },
         )
         try:
@@ -393,7 +411,7 @@ class ProcessDriver:
     async def stop(self, handle: TaskHandle, timeout: float) -> ExitResult:
         pid = handle.state.get("pid")
         if pid is not None and self._executor_alive(handle):
-            self._signal_group(int(pid), signal.SIGTERM)
+            self._signal_group(int(pid), int(handle.state.get("stop_signal") or signal.SIGTERM))
             deadline = time.monotonic() + timeout
             while self._executor_alive(handle) and time.monotonic() < deadline:
                 await asyncio.sleep(POLL)

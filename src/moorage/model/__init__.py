@@ -27,7 +27,7 @@ from .service import (
     Service,
     ServiceSpec,
 )
-from .spec import field_path, not_yet_honoured, parse_specs, validate_body
+from .spec import field_path, parse_specs, validate_body
 from .task import CheckState, ContainerState, Desired, Health, Task, TaskStatus
 from .taskdef import Container, HealthCheck, Mount, PortSpec, TaskDefinition, VolumeSpec
 
@@ -72,7 +72,6 @@ __all__ = [
     "VolumeSpec",
     "field_path",
     "format_duration",
-    "not_yet_honoured",
     "parse_duration",
     "parse_specs",
     "validate_body",

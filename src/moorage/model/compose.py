@@ -1,85 +1,104 @@
 """docker-compose files → moorage specs: one service per compose service.
 
-Keys moorage does not use are warnings naming the key, never silently dropped; `build:` and keys
-whose absence would change behaviour are errors. `depends_on` between compose services is
-returned as an order (and conditions) for `moorage compose up`. See docs/formats.md.
+Every key is looked up in `import_keys` (the table docs/formats.md shows): mapped keys become
+spec fields here, ignored keys are warnings naming the key and the docs table, refused keys
+are errors saying what to do instead. `build:` becomes a `Build` the CLI runs before deploying
+(the spec names the image it will push); bind mounts of paths under the compose directory
+become configs, absolute paths host volumes. `depends_on` is returned as an order (and
+conditions) for `moorage compose up`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import compose_parts as parts
 from .errors import FieldError, SpecError
+from .import_keys import COMPOSE_DEPLOY, COMPOSE_SERVICE, COMPOSE_TOP, Key, docs_ref, warning_text
 from .service import ServiceSpec
 from .spec import validate_body
 
-SERVICE_KEYS = {
-    "image",
-    "command",
-    "entrypoint",
-    "environment",
-    "env_file",
-    "ports",
-    "expose",
-    "healthcheck",
-    "depends_on",
-    "deploy",
-    "restart",
-    "volumes",
-    "secrets",
-    "working_dir",
-    "user",
-    "labels",
-    "stop_grace_period",
-    "container_name",
+CONDITIONS = {"service_started": "started", "service_healthy": "healthy"}
+HANDLED_TOP = {"services", "volumes", "configs", "secrets", "name", "networks", "version"}
+HANDLED_DEPLOY = {"replicas", "resources", "restart_policy"}
+HANDLED_SERVICE = {
+    *("image", "build", "command", "entrypoint", "environment", "env_file", "ports", "expose"),
+    *("healthcheck", "depends_on", "deploy", "restart", "volumes", "secrets", "configs"),
+    *("working_dir", "user", "labels", "stop_grace_period", "stop_signal", "cap_add"),
+    *("cap_drop", "ulimits", "sysctls", "shm_size", "tmpfs", "init", "extra_hosts"),
+    *("read_only", "privileged", "network_mode", "networks", "mem_limit", "mem_reservation"),
+    *("cpus", "cpu_shares", "scale", "links"),
 }
-REFUSED = {
-    "build": "build the image and push it to a registry first, then give its `image:`",
-    "network_mode": "network_mode is not supported (ports are mapped per task)",
-    "privileged": "privileged containers are not supported",
-    "volumes_from": "volumes_from is not supported; use named volumes",
-    "links": "links are not supported; use PORT_<NAME> variables",
-    "pid": "pid namespaces are not supported",
-    "ipc": "ipc namespaces are not supported",
-    "cap_add": "capabilities are not supported",
-    "devices": "devices are not supported",
-}
-TOP_KEYS = {"services", "volumes", "secrets", "version", "name"}
-CONDITIONS = {
-    "service_started": "started",
-    "service_healthy": "healthy",
-}
-UNITS = {"b": 1 / 1048576, "k": 1 / 1024, "kb": 1 / 1024, "m": 1, "mb": 1, "g": 1024, "gb": 1024}
+COPIED = ("cap_add", "cap_drop", "ulimits", "stop_signal", "init", "read_only", "privileged")
 
 
-def _dns(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "app"
+@dataclass(frozen=True)
+class Build:
+    """A compose `build:`: what the CLI builds, and the image name the spec already uses."""
+
+    service: str  # the compose service
+    repository: str  # `<project>-<service>`: the image's name in the registry
+    context: Path
+    dockerfile: str = "Dockerfile"
+    args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    image: str = ""
+    named: bool = False  # the compose file gave `image:` too (--no-build uses it as it is)
 
 
-def _mib(value: Any, field: str, errors: list[FieldError]) -> int | None:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    unit = (match.group(2).lower() if match else "") or "b"
-    if match is None or unit not in UNITS:
-        errors.append(FieldError(field, f"{value!r} is not a size such as 512M or 1G"))
-        return None
-    return max(1, round(float(match.group(1)) * UNITS[unit]))
+@dataclass
+class Compose:
+    specs: list[ServiceSpec]
+    depends: dict[str, dict[str, str]]
+    warnings: list[FieldError]
+    builds: list[Build]
+    project: str
 
 
-def _seconds(value: Any) -> Any:
-    text = str(value).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return f"{text}s"
-    return text.replace("us", "ms") if text.endswith("us") else text
+ImageNamer = Callable[[Build], str]
 
 
-def from_compose(
-    text: str, base_dir: Path
-) -> tuple[list[ServiceSpec], dict[str, dict[str, str]], list[FieldError]]:
-    """Specs in dependency order, each service's dependencies {service: condition}, warnings."""
+def default_image(build: Build) -> str:
+    """Without a registry or a tag yet (validation): `<project>-<service>:latest`."""
+    return f"{build.repository}:latest"
+
+
+def _keys(
+    raw: dict[str, Any],
+    table: dict[str, Key],
+    handled: set[str],
+    name: str,
+    at: str,
+    warnings: list[FieldError],
+    errors: list[FieldError],
+) -> None:
+    for key, value in raw.items():
+        if str(key).startswith("x-") or absent(value):
+            continue  # extension fields: compose ignores them, so does moorage
+        where = f"{at}.{key}" if at else str(key)
+        entry = table.get(str(key))
+        if entry is None:
+            warnings.append(FieldError(where, "not a compose key, ignored"))
+        elif entry.treatment == "refused":
+            errors.append(FieldError(where, warning_text(name, str(key))))
+        elif entry.treatment == "ignored" or key not in handled:
+            warnings.append(FieldError(where, warning_text(name, str(key))))
+
+
+def absent(value: Any) -> bool:
+    """An empty value says nothing (`devices: []`, `privileged: false`): as if not given."""
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def from_compose(text: str, base_dir: Path, image_for: ImageNamer | None = None) -> Compose:
+    """Specs in dependency order, each service's dependencies {service: condition}, the
+    builds to run first, warnings."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -92,10 +111,19 @@ def from_compose(
         raise SpecError([FieldError("services", "a compose file needs a `services:` mapping")])
     warnings: list[FieldError] = []
     errors: list[FieldError] = []
-    for key in data:
-        if key not in TOP_KEYS:
-            warnings.append(FieldError(key, "not supported, ignored"))
-    named_volumes = data.get("volumes") or {}
+    _keys(data, COMPOSE_TOP, HANDLED_TOP, "compose-top", "", warnings, errors)
+    if "networks" in data:
+        warnings.append(FieldError("networks", COMPOSE_TOP["networks"].why))
+    project = parts.dns(str(data.get("name") or base_dir.resolve().name))
+    context = _Context(
+        base_dir,
+        project,
+        data.get("volumes") or {},
+        parts.top_configs(data.get("configs"), base_dir, errors),
+        image_for or default_image,
+        warnings,
+        errors,
+    )
     bodies: dict[str, dict[str, Any]] = {}
     depends: dict[str, dict[str, str]] = {}
     for name, raw in data["services"].items():
@@ -103,25 +131,24 @@ def from_compose(
         if not isinstance(raw, dict):
             errors.append(FieldError(at, "must be a mapping"))
             continue
-        body, deps = _service(str(name), raw, at, base_dir, named_volumes, warnings, errors)
-        bodies[_dns(str(name))] = body
-        depends[_dns(str(name))] = deps
+        body, deps = context.service(str(name), raw, at)
+        bodies[parts.dns(str(name))] = body
+        depends[parts.dns(str(name))] = deps
     for name, deps in depends.items():
         for dep in deps:
             if dep not in bodies:
                 errors.append(FieldError(f"services.{name}.depends_on", f"unknown service {dep!r}"))
     if errors:
         raise SpecError(errors)
-    order = _order(depends)
     specs, spec_errors = [], []
-    for name in order:
+    for name in _order(depends):
         try:
             specs.append(validate_body(ServiceSpec, bodies[name], prefix=f"services.{name}"))
         except SpecError as exc:
             spec_errors.extend(exc.errors)
     if spec_errors:
         raise SpecError(spec_errors)
-    return specs, depends, warnings
+    return Compose(specs, depends, warnings, context.builds, project)
 
 
 def _order(depends: dict[str, dict[str, str]]) -> list[str]:
@@ -144,220 +171,330 @@ def _order(depends: dict[str, dict[str, str]]) -> list[str]:
     return done
 
 
-def _service(
-    name: str,
-    raw: dict[str, Any],
-    at: str,
-    base_dir: Path,
-    named_volumes: dict[str, Any],
-    warnings: list[FieldError],
-    errors: list[FieldError],
-) -> tuple[dict[str, Any], dict[str, str]]:
-    for key in raw:
-        if key in REFUSED:
-            errors.append(FieldError(f"{at}.{key}", REFUSED[key]))
-        elif key not in SERVICE_KEYS:
-            warnings.append(FieldError(f"{at}.{key}", "not supported, ignored"))
-    container: dict[str, Any] = {"name": "app"}
-    if "image" in raw:
-        container["image"] = raw["image"]
-    elif "build" not in raw:
-        errors.append(FieldError(f"{at}.image", "is required"))
-    for source, target in (("command", "command"), ("entrypoint", "entrypoint")):
-        if source in raw:
-            value = raw[source]
-            container[target] = ["sh", "-c", value] if isinstance(value, str) else list(value)
-    if "working_dir" in raw:
-        container["workdir"] = raw["working_dir"]
-    if "user" in raw:
-        container["user"] = str(raw["user"])
-    if "stop_grace_period" in raw:
-        container["stop_timeout"] = _seconds(raw["stop_grace_period"])
-    labels = raw.get("labels") or {}
-    if isinstance(labels, list):
-        labels = dict(_pair(str(item)) for item in labels)
-    container["labels"] = {str(k): str(v) for k, v in labels.items()}
-    env: dict[str, str] = {}
-    files = raw.get("env_file") or []
-    for index, file in enumerate([files] if isinstance(files, str) else files):
-        path = base_dir / str(file if isinstance(file, str) else file.get("path", ""))
-        try:
-            for line in path.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    key, _, value = line.partition("=")
-                    env[key.strip()] = value.strip().strip("'\"")
-        except OSError as exc:
-            errors.append(
-                FieldError(f"{at}.env_file[{index}]", f"cannot read {path}: {exc.strerror}")
+@dataclass
+class _Context:
+    base_dir: Path
+    project: str
+    named_volumes: dict[str, Any]
+    configs: dict[str, dict[str, Any]]
+    image_for: ImageNamer
+    warnings: list[FieldError]
+    errors: list[FieldError]
+    builds: list[Build] = field(default_factory=list)
+
+    def service(
+        self, name: str, raw: dict[str, Any], at: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        warnings, errors = self.warnings, self.errors
+        _keys(raw, COMPOSE_SERVICE, HANDLED_SERVICE, "compose-service", at, warnings, errors)
+        container: dict[str, Any] = {"name": "app"}
+        body: dict[str, Any] = {"service": parts.dns(name), "containers": [container]}
+        if "build" in raw:
+            container["image"] = self.build(parts.dns(name), raw["build"], raw.get("image"), at)
+        elif "image" in raw:
+            container["image"] = str(raw["image"])
+        else:
+            errors.append(FieldError(f"{at}.image", "is required (or build)"))
+        for source in ("command", "entrypoint"):
+            if raw.get(source) is not None:
+                value = raw[source]
+                container[source] = ["sh", "-c", value] if isinstance(value, str) else list(value)
+        for source, target in (("working_dir", "workdir"), ("user", "user")):
+            if source in raw:
+                container[target] = str(raw[source])
+        for key in COPIED:
+            if key in raw:
+                container[key] = raw[key]
+        if "stop_grace_period" in raw:
+            container["stop_timeout"] = parts.seconds(raw["stop_grace_period"])
+        if "sysctls" in raw:
+            container["sysctls"] = parts.listing(raw["sysctls"])
+        if "shm_size" in raw:
+            size = parts.size_bytes(raw["shm_size"], f"{at}.shm_size", errors)
+            container["shm_size"] = f"{size}B" if size else None
+        if "extra_hosts" in raw:
+            container["extra_hosts"] = parts.extra_hosts(raw["extra_hosts"])
+        tmpfs = parts.tmpfs(raw.get("tmpfs"), at, errors)
+        container["labels"] = parts.listing(raw.get("labels"))
+        container["env"] = self.env(raw, at)
+        container["ports"] = parts.ports(raw, at, errors)
+        self.network(raw, container, at)
+        self.health(raw.get("healthcheck"), container, at)
+        self.secrets(raw, container, at)
+        body["volumes"], body["configs"] = {}, {}
+        self.mounts(raw, container, body, tmpfs, at)
+        self.service_configs(raw, container, body, at)
+        container["tmpfs"] = tmpfs
+        self.resources(raw, container, body, at)
+        deps: dict[str, str] = {}
+        raw_deps = raw.get("depends_on") or {}
+        for dep in raw_deps if isinstance(raw_deps, list) else raw_deps.items():
+            dep_name, options = (dep, {}) if isinstance(dep, str) else dep
+            condition = (options or {}).get("condition", "service_started")
+            if condition not in CONDITIONS:
+                errors.append(
+                    FieldError(
+                        f"{at}.depends_on.{dep_name}.condition",
+                        f"{condition!r} is not supported (service_started or service_healthy)",
+                    )
+                )
+                continue
+            deps[parts.dns(str(dep_name))] = CONDITIONS[condition]
+        return body, deps
+
+    def build(self, service: str, raw: Any, image: Any, at: str) -> str:
+        options = {"context": raw} if isinstance(raw, str) else dict(raw or {})
+        context = self.base_dir / str(options.get("context") or ".")
+        if not context.is_dir():
+            self.errors.append(FieldError(f"{at}.build.context", f"{context} is not a directory"))
+        for key in options:
+            if key not in ("context", "dockerfile", "args", "target"):
+                self.warnings.append(
+                    FieldError(
+                        f"{at}.build.{key}",
+                        "not supported, ignored: moorage builds context, dockerfile, args and "
+                        f"target (see {docs_ref('compose-service', 'build')})",
+                    )
+                )
+        plan = Build(
+            service,
+            f"{self.project}-{service}",
+            context,
+            str(options.get("dockerfile") or "Dockerfile"),
+            parts.listing(options.get("args")),
+            str(options["target"]) if options.get("target") else None,
+        )
+        name = str(image) if image else self.image_for(plan)
+        plan = replace(plan, image=name, named=bool(image))
+        self.builds.append(plan)
+        return name
+
+    def env(self, raw: dict[str, Any], at: str) -> dict[str, str]:
+        env: dict[str, str] = {}
+        files = raw.get("env_file") or []
+        for index, item in enumerate([files] if isinstance(files, str) else files):
+            required = not isinstance(item, dict) or item.get("required", True)
+            path = self.base_dir / str(item if isinstance(item, str) else item.get("path", ""))
+            try:
+                for line in path.read_text().splitlines():
+                    line = line.strip()
+                    if line and not line.startswith("#") and "=" in line:
+                        key, _, value = line.removeprefix("export ").partition("=")
+                        env[key.strip()] = value.strip().strip("'\"")
+            except OSError as exc:
+                if required:
+                    self.errors.append(
+                        FieldError(f"{at}.env_file[{index}]", f"cannot read {path}: {exc.strerror}")
+                    )
+        env.update(parts.listing(raw.get("environment")))
+        return env
+
+    def network(self, raw: dict[str, Any], container: dict[str, Any], at: str) -> None:
+        mode = str(raw.get("network_mode", "bridge"))
+        if mode == "host":
+            container["network_mode"] = "host"
+        elif mode not in ("bridge", "default"):
+            self.errors.append(
+                FieldError(
+                    f"{at}.network_mode",
+                    f"{mode!r} is not supported: bridge (the default) or host",
+                )
             )
-    environment = raw.get("environment") or {}
-    if isinstance(environment, list):
-        environment = dict(_pair(item) for item in map(str, environment))
-    env.update({str(k): "" if v is None else str(v) for k, v in environment.items()})
-    container["env"] = env
-    container["ports"] = _ports(raw, at, errors)
-    health = raw.get("healthcheck")
-    if isinstance(health, dict) and not health.get("disable"):
+        if "networks" in raw or "links" in raw:
+            key = "networks" if "networks" in raw else "links"
+            self.warnings.append(FieldError(f"{at}.{key}", COMPOSE_SERVICE[key].why))
+        for port in container["ports"]:
+            if "host" not in port and mode != "host":
+                self.warnings.append(
+                    FieldError(
+                        f"{at}.ports",
+                        f"container port {port['container']} → a dynamic host port on its "
+                        f"node; peers reach it by DNS ({container_service(at)}.service.moorage, "
+                        "SRV) or the catalog",
+                    )
+                )
+
+    def health(self, health: Any, container: dict[str, Any], at: str) -> None:
+        if not isinstance(health, dict) or health.get("disable"):
+            return
         test = health.get("test")
+        if isinstance(test, list) and test[:1] == ["NONE"]:
+            return
         if isinstance(test, str):
             command = ["sh", "-c", test]
         elif isinstance(test, list) and test[:1] == ["CMD-SHELL"]:
-            command = ["sh", "-c", " ".join(test[1:])]
+            command = ["sh", "-c", " ".join(map(str, test[1:]))]
         elif isinstance(test, list) and test[:1] == ["CMD"]:
             command = [str(t) for t in test[1:]]
         else:
-            command = []
-            errors.append(
-                FieldError(f"{at}.healthcheck.test", "must be CMD, CMD-SHELL or a string")
+            self.errors.append(
+                FieldError(f"{at}.healthcheck.test", "must be CMD, CMD-SHELL, NONE or a string")
             )
-        container["health"] = {"command": command}
-        for key, target in (
-            ("interval", "interval"),
-            ("timeout", "timeout"),
-            ("start_period", "start_period"),
-        ):
+            return
+        check: dict[str, Any] = {"command": command}
+        for key in ("interval", "timeout", "start_period"):
             if key in health:
-                container["health"][target] = _seconds(health[key])
+                check[key] = parts.seconds(health[key])
         if "retries" in health:
-            container["health"]["retries"] = health["retries"]
-    secrets = raw.get("secrets") or []
-    if secrets:
-        warnings.append(
-            FieldError(
-                f"{at}.secrets",
-                "compose mounts secrets as files; moorage sets them as "
-                "environment variables (upper-cased names)",
-            )
-        )
-    container["secrets"] = {
-        re.sub(r"\W", "_", str(s if isinstance(s, str) else s.get("source"))).upper(): str(
-            s if isinstance(s, str) else s.get("source")
-        )
-        for s in secrets
-    }
-    mounts, volumes = [], {}
-    for index, item in enumerate(raw.get("volumes") or []):
-        source, target, read_only = _mount(item, f"{at}.volumes[{index}]", warnings)
-        if not target or source.startswith((".", "/", "~")):
-            errors.append(
-                FieldError(
-                    f"{at}.volumes[{index}]", "only named volumes are supported (name:/path)"
+            check["retries"] = health["retries"]
+        container["health"] = check
+
+    def secrets(self, raw: dict[str, Any], container: dict[str, Any], at: str) -> None:
+        secrets = raw.get("secrets") or []
+        if secrets:
+            self.warnings.append(FieldError(f"{at}.secrets", COMPOSE_SERVICE["secrets"].why))
+        names = [str(s if isinstance(s, str) else s.get("source")) for s in secrets]
+        container["secrets"] = {re.sub(r"\W", "_", n).upper(): n for n in names}
+
+    def mounts(
+        self,
+        raw: dict[str, Any],
+        container: dict[str, Any],
+        body: dict[str, Any],
+        tmpfs: list[dict[str, Any]],
+        at: str,
+    ) -> None:
+        mounts, configs = [], []
+        for index, item in enumerate(raw.get("volumes") or []):
+            where = f"{at}.volumes[{index}]"
+            kind, source, target, read_only = _mount(item, where, self.warnings)
+            if not target:
+                self.errors.append(FieldError(where, "needs a target path in the container"))
+            elif kind == "tmpfs":
+                tmpfs.append({"path": target})
+            elif kind == "npipe" or kind == "cluster" or kind == "image":
+                self.errors.append(FieldError(where, f"{kind} mounts are not supported"))
+            elif kind == "volume" and not source:  # an anonymous volume: the task's own
+                key = f"anon-{len(body['volumes'])}"
+                body["volumes"][key] = {}
+                mounts.append({"volume": key, "path": target, "read_only": read_only})
+            elif kind == "volume":
+                mounts.append(self.named(source, target, read_only, body))
+            elif source.startswith("~"):
+                self.errors.append(
+                    FieldError(where, f"{source}: ~ is the CLI user's home; give a path")
                 )
-            )
-            continue
-        mounts.append({"volume": _dns(source), "path": target, "read_only": read_only})
-        options = named_volumes.get(source) or {}
+            elif source.startswith("/"):
+                key = f"host-{parts.dns(Path(source).name or 'root')}"
+                key = _unique(key, body["volumes"], {"host_path": source})
+                body["volumes"][key] = {"host_path": source}
+                mounts.append({"volume": key, "path": target, "read_only": read_only})
+            else:
+                config = parts.read_config(source, self.base_dir, where, self.errors)
+                if config is not None:
+                    key = _unique(parts.dns(Path(source).name), body["configs"], config)
+                    body["configs"][key] = config
+                    configs.append({"config": key, "path": target, "read_only": read_only})
+        container["mounts"], container["configs"] = mounts, configs
+
+    def named(
+        self, source: str, target: str, read_only: bool, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        options = self.named_volumes.get(source) or {}
         plugin = str(options.get("driver") or "local")
         # A named volume outlives the containers: a cluster volume (scope shared). Docker's
         # local driver keeps it on one node; any other driver is served by the shared driver.
         volume: dict[str, Any] = {"scope": "shared", "autoprovision": True}
         if plugin != "local":
             volume |= {"driver": "shared", "plugin": plugin}
-            warnings.append(
+            self.warnings.append(
                 FieldError(
                     f"volumes.{source}.driver",
                     f"{plugin} is served by moorage's shared volume driver (docs/volumes.md)",
                 )
             )
-        volumes[_dns(source)] = volume
-    container["mounts"] = mounts
-    deploy = raw.get("deploy") or {}
-    body: dict[str, Any] = {"service": _dns(name), "containers": [container], "volumes": volumes}
-    if "replicas" in deploy:
-        body["count"] = deploy["replicas"]
-    for key in deploy:
-        if key not in ("replicas", "resources", "restart_policy"):
-            warnings.append(FieldError(f"{at}.deploy.{key}", "not supported, ignored"))
-    limits = (deploy.get("resources") or {}).get("limits") or {}
-    reservations = (deploy.get("resources") or {}).get("reservations") or {}
-    if "cpus" in limits:
-        container["cpu"] = max(1, round(float(limits["cpus"]) * 1024))
-    if "memory" in limits:
-        container["memory"] = _mib(limits["memory"], f"{at}.deploy.resources.limits.memory", errors)
-    if "memory" in reservations:
-        container["memory_reservation"] = _mib(
-            reservations["memory"], f"{at}.deploy.resources.reservations.memory", errors
-        )
-    restart = raw.get("restart")
-    if restart == "no":
-        body["restart"] = {"attempts": 0}
-    elif restart not in (None, "always", "on-failure", "unless-stopped"):
-        errors.append(FieldError(f"{at}.restart", f"{restart!r} is not a compose restart policy"))
-    deps: dict[str, str] = {}
-    raw_deps = raw.get("depends_on") or {}
-    for dep in raw_deps if isinstance(raw_deps, list) else raw_deps.items():
-        dep_name, options = (dep, {}) if isinstance(dep, str) else dep
-        condition = (options or {}).get("condition", "service_started")
-        if condition not in CONDITIONS:
-            errors.append(
-                FieldError(
-                    f"{at}.depends_on.{dep_name}.condition", f"{condition!r} is not supported"
+        body["volumes"][parts.dns(source)] = volume
+        return {"volume": parts.dns(source), "path": target, "read_only": read_only}
+
+    def service_configs(
+        self, raw: dict[str, Any], container: dict[str, Any], body: dict[str, Any], at: str
+    ) -> None:
+        for index, item in enumerate(raw.get("configs") or []):
+            source = str(item if isinstance(item, str) else item.get("source", ""))
+            target = f"/{source}" if isinstance(item, str) else str(item.get("target") or "")
+            if source not in self.configs:
+                self.errors.append(
+                    FieldError(f"{at}.configs[{index}]", f"unknown config {source!r}")
                 )
-            )
-            continue
-        deps[_dns(str(dep_name))] = CONDITIONS[condition]
-    return body, deps
+                continue
+            key = parts.dns(source)
+            body["configs"][key] = self.configs[source]
+            path = target if target.startswith("/") else f"/{target or source}"
+            container["configs"].append({"config": key, "path": path})
+
+    def resources(
+        self, raw: dict[str, Any], container: dict[str, Any], body: dict[str, Any], at: str
+    ) -> None:
+        errors = self.errors
+        deploy = raw.get("deploy") or {}
+        where = f"{at}.deploy"
+        _keys(deploy, COMPOSE_DEPLOY, HANDLED_DEPLOY, "compose-deploy", where, *_wl(self))
+        if "replicas" in deploy or "scale" in raw:
+            body["count"] = deploy.get("replicas", raw.get("scale"))
+        resources = deploy.get("resources") or {}
+        limits, reservations = resources.get("limits") or {}, resources.get("reservations") or {}
+        cpus = limits.get("cpus", raw.get("cpus"))
+        if cpus is not None:
+            container["cpu"] = max(1, round(float(cpus) * 1024))
+        elif "cpu_shares" in raw:
+            container["cpu"] = int(raw["cpu_shares"])
+        memory = limits.get("memory", raw.get("mem_limit"))
+        if memory is not None:
+            container["memory"] = parts.mib(memory, f"{at}.deploy.resources.limits.memory", errors)
+        reserve = reservations.get("memory", raw.get("mem_reservation"))
+        if reserve is not None:
+            field_ = f"{at}.deploy.resources.reservations.memory"
+            container["memory_reservation"] = parts.mib(reserve, field_, errors)
+            if memory is None:  # a reservation alone: the limit is at least that
+                container["memory"] = max(container["memory_reservation"] or 1, 128)
+        restart = str(raw.get("restart", "")) or None
+        policy = deploy.get("restart_policy") or {}
+        if restart == "no" or policy.get("condition") == "none":
+            body["restart"] = {"attempts": 0}
+        elif restart is not None and restart.startswith("on-failure:"):
+            body["restart"] = {"attempts": int(restart.partition(":")[2] or 3)}
+        elif restart not in (None, "always", "on-failure", "unless-stopped"):
+            errors.append(FieldError(f"{at}.restart", f"{restart!r} is not a restart policy"))
+        if "max_attempts" in policy:
+            body["restart"] = {"attempts": int(policy["max_attempts"])}
+        if "delay" in policy:
+            body.setdefault("restart", {})["delay"] = parts.seconds(policy["delay"])
 
 
-def _mount(item: Any, at: str, warnings: list[FieldError]) -> tuple[str, str, bool]:
-    """(source, target, read-only) of a service's `volumes:` entry: `name:/path[:ro|rw]`, or
-    the long syntax `{source, target, read_only}`. Other options are warnings."""
+def _wl(context: _Context) -> tuple[list[FieldError], list[FieldError]]:
+    return context.warnings, context.errors
+
+
+def container_service(at: str) -> str:
+    return parts.dns(at.removeprefix("services."))
+
+
+def _unique(key: str, taken: dict[str, Any], value: Any) -> str:
+    """key, or key-2, key-3…: the first free name (or the one holding the same value)."""
+    candidate, number = key, 1
+    while candidate in taken and taken[candidate] != value:
+        number += 1
+        candidate = f"{key[:60]}-{number}"
+    return candidate
+
+
+def _mount(item: Any, at: str, warnings: list[FieldError]) -> tuple[str, str, str, bool]:
+    """(type, source, target, read-only) of a `volumes:` entry, short or long syntax."""
     if isinstance(item, dict):
-        if item.get("type", "volume") != "volume":
-            return "", "", False  # bind, tmpfs: refused as not a named volume
-        source, target = str(item.get("source", "")), str(item.get("target", ""))
+        kind = str(item.get("type", "volume"))
+        source, target = str(item.get("source") or ""), str(item.get("target") or "")
         for key in item:
-            if key not in ("type", "source", "target", "read_only"):
+            if key not in ("type", "source", "target", "read_only", "bind", "volume", "tmpfs"):
                 warnings.append(FieldError(f"{at}.{key}", "not supported, ignored"))
-        return source, target, bool(item.get("read_only", False))
-    source, _, rest = str(item).partition(":")
+        return kind, source, target, bool(item.get("read_only", False))
+    text = str(item)
+    source, sep, rest = text.partition(":")
+    if not sep:  # `/data`: an anonymous volume at that path
+        return "volume", "", source, False
     target, _, mode = rest.partition(":")
     options = [o for o in mode.split(",") if o]
     for option in options:
-        if option not in ("ro", "rw"):
+        if option not in ("ro", "rw", "z", "Z", "cached", "delegated", "consistent"):
             warnings.append(FieldError(at, f"mount option {option!r} is not supported, ignored"))
-    return source, target, "ro" in options
-
-
-def _pair(item: str) -> tuple[str, str]:
-    key, _, value = item.partition("=")
-    return key, value
-
-
-def _ports(raw: dict[str, Any], at: str, errors: list[FieldError]) -> list[dict[str, Any]]:
-    ports = []
-    for index, item in enumerate(raw.get("ports") or []):
-        if isinstance(item, dict):
-            target, published, protocol = (
-                item.get("target"),
-                item.get("published"),
-                item.get("protocol", "tcp"),
-            )
-        else:
-            text, _, protocol = str(item).partition("/")
-            parts = text.split(":")
-            target = parts[-1]
-            published = parts[-2] if len(parts) >= 2 else None
-            protocol = protocol or "tcp"
-        try:
-            port: dict[str, Any] = {
-                "name": f"p{int(str(target))}",
-                "container": int(str(target)),
-                "protocol": protocol,
-            }
-            if published not in (None, ""):
-                port["host"] = int(str(published))
-        except ValueError:
-            errors.append(FieldError(f"{at}.ports[{index}]", f"{item!r} is not a port mapping"))
-            continue
-        ports.append(port)
-    for item in raw.get("expose") or []:
-        try:
-            number = int(str(item).split("/")[0])
-        except ValueError:
-            errors.append(FieldError(f"{at}.expose", f"{item!r} is not a port"))
-            continue
-        if all(p["container"] != number for p in ports):
-            ports.append({"name": f"p{number}", "container": number})
-    return ports
+    kind = "bind" if parts.is_bind(source) else "volume"
+    return kind, source, target, "ro" in options

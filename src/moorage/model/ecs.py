@@ -1,9 +1,14 @@
 """ECS task definitions (JSON) → moorage specs, with every problem named by its field.
 
-Accepts a task definition object (`family`, `containerDefinitions`, `volumes`, `networkMode`, …)
-or a bare list of container definitions. Keys moorage does not use are reported as warnings,
-never dropped silently; keys whose absence would change how a container runs are errors.
-See docs/formats.md for the mapping table.
+Accepts a task definition object (`family`, `containerDefinitions`, `volumes`, `networkMode`, …),
+the output of `aws ecs describe-task-definition` (`{"taskDefinition": {…}}`), or a bare list of
+container definitions. Every key is looked up in `import_keys` (the tables of docs/formats.md):
+mapped keys become spec fields, ignored keys are warnings, refused keys errors.
+
+Network modes: `bridge` is moorage's own; `awsvpc` (one ENI per task on AWS, every Fargate task)
+becomes bridge with a dynamic host port per container port, said in a notice; `host` runs the
+containers in the node's network, their ports static host ports (so two copies never share a
+node). Fargate's task-level cpu and memory are shared among the containers that set none.
 """
 
 from __future__ import annotations
@@ -11,64 +16,67 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .compose import absent
 from .errors import FieldError, SpecError
+from .import_keys import ECS_CONTAINER, ECS_LINUX_PARAMETERS, ECS_TASK, Key, warning_text
 from .service import ServiceSpec
 from .spec import validate_body
 
-CONTAINER_KEYS = {
-    "name",
-    "image",
-    "cpu",
-    "memory",
-    "memoryReservation",
-    "essential",
-    "command",
-    "entryPoint",
-    "environment",
-    "secrets",
-    "portMappings",
-    "mountPoints",
-    "healthCheck",
-    "dependsOn",
-    "dockerLabels",
-    "stopTimeout",
-    "workingDirectory",
-    "user",
+HANDLED_TASK = {"family", "containerDefinitions", "volumes", "networkMode", "cpu", "memory"}
+HANDLED_CONTAINER = {
+    *("name", "image", "cpu", "memory", "memoryReservation", "essential", "command"),
+    *("entryPoint", "environment", "secrets", "portMappings", "mountPoints", "healthCheck"),
+    *("dependsOn", "dockerLabels", "stopTimeout", "workingDirectory", "user", "ulimits"),
+    *("linuxParameters", "privileged", "readonlyRootFilesystem", "systemControls"),
+    *("extraHosts", "links"),
 }
-# Ignoring these would change how the container runs: refused, not dropped.
-REFUSED = {
-    "links": "container links are not supported; use PORT_<NAME> variables",
-    "volumesFrom": "volumesFrom is not supported; declare the volume and mount it",
-    "privileged": "privileged containers are not supported",
-    "linuxParameters": "linuxParameters are not supported",
-    "ulimits": "ulimits are not supported",
-    "readonlyRootFilesystem": "read-only root filesystems are not supported yet",
-    "systemControls": "systemControls are not supported",
-    "extraHosts": "extraHosts are not supported",
-}
-TASK_KEYS = {"family", "containerDefinitions", "volumes", "networkMode", "cpu", "memory"}
-TASK_IGNORED = {
-    "taskRoleArn",
-    "executionRoleArn",
-    "requiresCompatibilities",
-    "tags",
-    "revision",
-    "status",
-    "taskDefinitionArn",
-    "registeredAt",
-    "registeredBy",
-    "compatibilities",
-    "requiresAttributes",
-}
+HANDLED_LINUX = {"capabilities", "initProcessEnabled", "sharedMemorySize", "tmpfs"}
 DEPENDS = {"START": "started", "HEALTHY": "healthy"}
+DEFAULT_CPU = 100
+MODES = ("bridge", "awsvpc", "host", "default")
 
 
 def _dns(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "app"
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-") or "app"
 
 
 def _seconds(value: Any) -> str:
     return f"{value}s"
+
+
+def _keys(
+    raw: dict[str, Any],
+    table: dict[str, Key],
+    handled: set[str],
+    name: str,
+    at: str,
+    warnings: list[FieldError],
+    errors: list[FieldError],
+) -> None:
+    for key, value in raw.items():
+        if absent(value):
+            continue  # describe-task-definition prints `"volumesFrom": []` on every container
+        where = f"{at}.{key}" if at else str(key)
+        entry = table.get(str(key))
+        if entry is None:
+            warnings.append(FieldError(where, "not an ECS task definition field, ignored"))
+        elif entry.treatment == "refused":
+            errors.append(FieldError(where, warning_text(name, str(key))))
+        elif entry.treatment == "ignored" or key not in handled:
+            warnings.append(FieldError(where, warning_text(name, str(key))))
+
+
+def task_units(value: Any, unit: str) -> int | None:
+    """Task-level `cpu` ("256", "1 vCPU", 256) in CPU units, `memory` ("512", "1 GB") in MiB."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if match is None:
+        return None
+    number, suffix = float(match.group(1)), match.group(2).lower()
+    if unit == "cpu" and suffix in ("vcpu", "vcpus"):
+        return round(number * 1024)
+    if unit == "memory" and suffix in ("gb", "gib"):
+        return round(number * 1024)
+    return round(number) if suffix in ("", "mb", "mib") else None
 
 
 def from_ecs(
@@ -77,21 +85,19 @@ def from_ecs(
     """One service from an ECS task definition, and the warnings about what was not used."""
     warnings: list[FieldError] = []
     errors: list[FieldError] = []
+    if isinstance(data, dict) and isinstance(data.get("taskDefinition"), dict):
+        data = data["taskDefinition"]  # describe-task-definition output
     if isinstance(data, list):
         task: dict[str, Any] = {"containerDefinitions": data}
     elif isinstance(data, dict):
         task = data
     else:
         raise SpecError([FieldError("", "an ECS task definition is a JSON object or a list")])
-    for key in task:
-        if key in TASK_IGNORED:
-            warnings.append(FieldError(key, "AWS-only, ignored"))
-        elif key not in TASK_KEYS:
-            warnings.append(FieldError(key, "unknown to moorage, ignored"))
-    mode = task.get("networkMode", "bridge")
-    if mode not in ("bridge", "default", None):
+    _keys(task, ECS_TASK, HANDLED_TASK, "ecs-task", "", warnings, errors)
+    mode = str(task.get("networkMode") or "bridge")
+    if mode not in MODES:
         errors.append(
-            FieldError("networkMode", f"{mode!r} is not supported (moorage maps ports as bridge)")
+            FieldError("networkMode", f"{mode!r} is not supported: bridge, awsvpc or host")
         )
     definitions = task.get("containerDefinitions")
     if not isinstance(definitions, list) or not definitions:
@@ -104,9 +110,10 @@ def from_ecs(
         if not isinstance(raw, dict):
             errors.append(FieldError(at, "must be an object"))
             continue
-        container = _container(raw, at, warnings, errors)
+        container = _container(raw, at, mode, warnings, errors)
         names[str(raw.get("name", ""))] = container.get("name", "")
         containers.append(container)
+    _share_task_resources(task, containers, errors)
     for container in containers:  # dependsOn names use the ECS names
         for dep in container.get("depends_on", []):
             dep["container"] = names.get(dep["container"], dep["container"])
@@ -120,14 +127,45 @@ def from_ecs(
     return validate_body(ServiceSpec, body), warnings
 
 
+def _share_task_resources(
+    task: dict[str, Any], containers: list[dict[str, Any]], errors: list[FieldError]
+) -> None:
+    """Fargate: the task's cpu and memory, less what containers set, shared by the others."""
+    for unit, default in (("cpu", DEFAULT_CPU), ("memory", None)):
+        total = task_units(task[unit], unit) if task.get(unit) is not None else None
+        if task.get(unit) is not None and total is None:
+            errors.append(FieldError(unit, f"{task[unit]!r} is not a task {unit} value"))
+        unset = [c for c in containers if c.get(unit) is None]
+        if not unset:
+            continue
+        if total is None:
+            if default is None:
+                errors.extend(
+                    FieldError(
+                        f"containerDefinitions[{containers.index(c)}].memory",
+                        "memory or memoryReservation is required (or the task's memory)",
+                    )
+                    for c in unset
+                )
+                continue
+            share = default
+        else:
+            share = (total - sum(int(c[unit]) for c in containers if c.get(unit))) // len(unset)
+            if share <= 0:
+                errors.append(
+                    FieldError(unit, f"the containers' own {unit} leaves none for the others")
+                )
+                continue
+        for container in unset:
+            container[unit] = share
+            if unit == "memory" and container.get("memory_reservation", 0) > share:
+                container["memory"] = container["memory_reservation"]
+
+
 def _container(
-    raw: dict[str, Any], at: str, warnings: list[FieldError], errors: list[FieldError]
+    raw: dict[str, Any], at: str, mode: str, warnings: list[FieldError], errors: list[FieldError]
 ) -> dict[str, Any]:
-    for key in raw:
-        if key in REFUSED:
-            errors.append(FieldError(f"{at}.{key}", REFUSED[key]))
-        elif key not in CONTAINER_KEYS:
-            warnings.append(FieldError(f"{at}.{key}", "not supported, ignored"))
+    _keys(raw, ECS_CONTAINER, HANDLED_CONTAINER, "ecs-container", at, warnings, errors)
     name = str(raw.get("name") or "")
     out: dict[str, Any] = {"name": _dns(name)}
     if _dns(name) != name:
@@ -140,38 +178,33 @@ def _container(
         ("workingDirectory", "workdir"),
         ("user", "user"),
         ("dockerLabels", "labels"),
+        ("privileged", "privileged"),
+        ("readonlyRootFilesystem", "read_only"),
     ):
-        if source in raw:
+        if raw.get(source) is not None:
             out[target] = raw[source]
     if raw.get("cpu"):
         out["cpu"] = raw["cpu"]
     memory, reservation = raw.get("memory"), raw.get("memoryReservation")
-    if memory is None and reservation is None:
-        errors.append(FieldError(f"{at}.memory", "memory or memoryReservation is required"))
-    out["memory"] = memory if memory is not None else reservation
-    if reservation is not None and memory is not None:
+    if memory is not None or reservation is not None:
+        out["memory"] = memory if memory is not None else reservation
+    if reservation is not None:
         out["memory_reservation"] = reservation
     if "stopTimeout" in raw:
         out["stop_timeout"] = _seconds(raw["stopTimeout"])
     out["env"] = {str(e.get("name")): str(e.get("value", "")) for e in raw.get("environment") or []}
-    out["secrets"] = {
-        str(s.get("name")): re.split(r"[:/]", str(s.get("valueFrom", "")))[-1]
-        for s in raw.get("secrets") or []
-    }
-    ports = []
-    for j, mapping in enumerate(raw.get("portMappings") or []):
-        inside = mapping.get("containerPort")
-        port: dict[str, Any] = {
-            "name": str(mapping.get("name") or f"p{inside}"),
-            "container": inside,
-            "protocol": mapping.get("protocol", "tcp"),
-        }
-        if mapping.get("hostPort"):
-            port["host"] = mapping["hostPort"]
-        if inside is None:
-            errors.append(FieldError(f"{at}.portMappings[{j}].containerPort", "is required"))
-        ports.append(port)
-    out["ports"] = ports
+    out["secrets"] = {}
+    for j, secret in enumerate(raw.get("secrets") or []):
+        name, why = secret_name(str(secret.get("valueFrom", "")))
+        if not name:
+            errors.append(FieldError(f"{at}.secrets[{j}].valueFrom", why))
+            continue
+        if why:
+            warnings.append(FieldError(f"{at}.secrets[{j}].valueFrom", why))
+        out["secrets"][str(secret.get("name"))] = name
+    if mode == "host":
+        out["network_mode"] = "host"
+    out["ports"] = _ports(raw, at, mode, warnings, errors)
     out["mounts"] = [
         {
             "volume": _dns(str(m.get("sourceVolume", ""))),
@@ -180,6 +213,19 @@ def _container(
         }
         for m in raw.get("mountPoints") or []
     ]
+    out["ulimits"] = {
+        str(u.get("name")): {"soft": u.get("softLimit"), "hard": u.get("hardLimit")}
+        for u in raw.get("ulimits") or []
+    }
+    out["sysctls"] = {
+        str(s.get("namespace")): str(s.get("value")) for s in raw.get("systemControls") or []
+    }
+    out["extra_hosts"] = {
+        str(h.get("hostname")): str(h.get("ipAddress")) for h in raw.get("extraHosts") or []
+    }
+    if raw.get("links"):
+        warnings.append(FieldError(f"{at}.links", ECS_CONTAINER["links"].why))
+    _linux(raw.get("linuxParameters") or {}, out, f"{at}.linuxParameters", warnings, errors)
     check = raw.get("healthCheck")
     if check:
         command = list(check.get("command") or [])
@@ -208,6 +254,76 @@ def _container(
         depends.append({"container": str(dep.get("containerName")), "condition": condition})
     out["depends_on"] = depends
     return out
+
+
+def secret_name(value_from: str) -> tuple[str, str]:
+    """The moorage secret an ECS `valueFrom` names, and a notice (or why there is none).
+
+    SSM parameters (`arn:…:parameter/prod/db/password`, or a bare name) → their last path
+    element; Secrets Manager ARNs (`arn:…:secret:prod/db-creds-AbC123[:json-key:…]`) → the
+    secret's name without AWS's six-character suffix, with `-<json-key>` when a JSON key is
+    picked (a moorage secret holds one value: store that key's value under this name)."""
+    if ":secret:" in value_from:
+        rest = value_from.split(":secret:", 1)[1].split(":")
+        base = re.sub(r"-[A-Za-z0-9]{6}$", "", rest[0]).rsplit("/", 1)[-1]
+        key = rest[1] if len(rest) > 1 else ""
+        name = _dns(f"{base}-{key}" if key else base) if base else ""
+        if not name:
+            return "", f"{value_from!r} names no secret"
+        if key:
+            return name, f"the JSON key {key!r} of {base}: store its value as secret {name!r}"
+        return name, ""
+    name = re.split(r"[:/]", value_from)[-1]
+    return (name, "") if name else ("", f"{value_from!r} names no secret")
+
+
+def _ports(
+    raw: dict[str, Any], at: str, mode: str, warnings: list[FieldError], errors: list[FieldError]
+) -> list[dict[str, Any]]:
+    ports = []
+    for j, mapping in enumerate(raw.get("portMappings") or []):
+        inside = mapping.get("containerPort")
+        if inside is None:
+            errors.append(FieldError(f"{at}.portMappings[{j}].containerPort", "is required"))
+            continue
+        port: dict[str, Any] = {
+            "name": _dns(str(mapping.get("name") or f"p{inside}")),
+            "container": inside,
+            "protocol": mapping.get("protocol", "tcp"),
+        }
+        if mode == "awsvpc":  # hostPort is containerPort there: here it is a dynamic port
+            warnings.append(
+                FieldError(
+                    f"{at}.portMappings[{j}]",
+                    f"awsvpc: container port {inside} → a dynamic host port on its node; peers "
+                    "reach it by DNS (<service>.service.moorage, SRV) or the catalog",
+                )
+            )
+        elif mapping.get("hostPort"):
+            port["host"] = mapping["hostPort"]
+        ports.append(port)
+    return ports
+
+
+def _linux(
+    raw: dict[str, Any],
+    out: dict[str, Any],
+    at: str,
+    warnings: list[FieldError],
+    errors: list[FieldError],
+) -> None:
+    _keys(raw, ECS_LINUX_PARAMETERS, HANDLED_LINUX, "ecs-linux-parameters", at, warnings, errors)
+    capabilities = raw.get("capabilities") or {}
+    out["cap_add"] = list(capabilities.get("add") or [])
+    out["cap_drop"] = list(capabilities.get("drop") or [])
+    if "initProcessEnabled" in raw:
+        out["init"] = bool(raw["initProcessEnabled"])
+    if raw.get("sharedMemorySize"):
+        out["shm_size"] = f"{int(raw['sharedMemorySize'])}MiB"
+    out["tmpfs"] = [
+        {"path": t.get("containerPath"), **({"size": f"{t['size']}MiB"} if t.get("size") else {})}
+        for t in raw.get("tmpfs") or []
+    ]
 
 
 def _volumes(
@@ -243,11 +359,21 @@ def _volumes(
                         "re-attaches on any node, one writer at a time (docs/volumes.md)",
                     )
                 )
+        efs = volume.get("efsVolumeConfiguration")
+        if efs:
+            spec |= {"scope": "shared", "driver": "shared", "autoprovision": True}
+            warnings.append(
+                FieldError(
+                    f"{at}.efsVolumeConfiguration",
+                    "EFS is served by moorage's shared volume driver: one writer at a time, "
+                    "re-attached where the task runs (docs/volumes.md)",
+                )
+            )
         host = volume.get("host")
-        if host:
+        if host and host.get("sourcePath"):
             spec["host_path"] = host.get("sourcePath")
         for key in volume:
-            if key not in ("name", "dockerVolumeConfiguration", "host"):
+            if key not in ("name", "dockerVolumeConfiguration", "host", "efsVolumeConfiguration"):
                 warnings.append(FieldError(f"{at}.{key}", "not supported, ignored"))
         volumes[_dns(str(volume["name"]))] = spec
     return volumes

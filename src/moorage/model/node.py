@@ -44,6 +44,10 @@ class Node(BaseModel):
     memory: int = Field(gt=0)  # MiB
     attrs: dict[str, str] = Field(default_factory=dict)
     drivers: list[str] = Field(default_factory=lambda: ["process"])
+    # What the operator let this node's tasks use: directories (`--host-volume NAME=PATH`) and
+    # privileged containers (`--allow-privileged`); the scheduler places only what fits.
+    host_volumes: dict[str, str] = Field(default_factory=dict)
+    privileged: bool = False
     port_range: tuple[int, int] = (20000, 32000)
     status: NodeStatus = NodeStatus.READY
     eligibility: Eligibility = Eligibility.ELIGIBLE

@@ -7,9 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .configs import ConfigSpec
 from .duration import Duration
 from .errors import FieldError, FieldProblems
-from .taskdef import NAME_PATTERN, Container, Strict, VolumeSpec
+from .taskdef import NAME_PATTERN, Container, Strict, VolumeSpec, config_problems
 
 _CONSTRAINT = re.compile(
     r"^\s*(?P<attr>[A-Za-z_][\w.\-/]*)\s*(?P<op>==|!=|\bnot in\b|\bin\b)\s*(?P<rest>.+?)\s*$"
@@ -135,6 +136,7 @@ class ServiceSpec(Strict):
     count: int = Field(default=1, ge=0, le=10000)
     containers: list[Container] = Field(min_length=1)
     volumes: dict[str, VolumeSpec] = Field(default_factory=dict)
+    configs: dict[str, ConfigSpec] = Field(default_factory=dict, max_length=64)
     stop_on_disconnect: bool = False
     placement: Placement = Field(default_factory=Placement)
     deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
@@ -189,6 +191,10 @@ class ServiceSpec(Strict):
                 FieldError("containers", f"depends_on forms a cycle: {' -> '.join(cycle)}")
             )
         problems.extend(_port_problems(self.containers))
+        problems.extend(config_problems(self.configs, self.containers))
+        for key in self.configs:
+            if not re.match(NAME_PATTERN, key):
+                problems.append(FieldError(f"configs.{key}", "is not a name (a DNS label)"))
         problems.extend(_volume_problems(self.volumes, self.count))
         if self.discovery is not None and self.discovery.port is not None:
             all_ports = {p.name for c in self.containers for p in c.ports}

@@ -150,19 +150,6 @@ def parse_specs(text: str) -> list[ServiceSpec]:
     return specs
 
 
-def not_yet_honoured(spec: ServiceSpec, prefix: str = "") -> list[FieldError]:
-    """What a valid spec asks that this release cannot do: recorded, but not deployable."""
-    return [
-        FieldError(
-            f"{prefix}volumes.{name}.host_path",
-            "host paths are not supported: declare a local or shared volume instead "
-            "(docs/volumes.md)",
-        )
-        for name, volume in spec.volumes.items()
-        if volume.host_path is not None
-    ]
-
-
 def volume_problems(
     spec: ServiceSpec, volumes: Mapping[str, Volume], prefix: str = ""
 ) -> list[FieldError]:

@@ -98,6 +98,7 @@ class Deployer:
                 revision=(latest.revision + 1) if latest else 1,
                 containers=spec.containers,
                 volumes=spec.volumes,
+                configs=spec.configs,
                 # A writer cut off from the servers stops before its volume may move.
                 stop_on_disconnect=spec.stop_on_disconnect
                 or any(

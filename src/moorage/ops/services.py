@@ -29,7 +29,6 @@ from moorage.model import (
     ServiceSpec,
     SpecError,
     TaskDefinition,
-    not_yet_honoured,
     validate_body,
 )
 from moorage.model.acl import Authorizer, Level
@@ -151,7 +150,6 @@ class Services:
             ]
         for position, spec in enumerate(specs):
             prefix = f"[{position}]." if len(specs) > 1 else ""
-            problems += not_yet_honoured(spec, prefix)
             problems += volume_problems(spec, self.cache.volumes, prefix)
         if problems:
             raise SpecError(problems)

@@ -6,6 +6,25 @@ No I/O, no clock, no global randomness: the same input and seed give the same pl
 """
 
 from ._place import place
-from ._state import Alloc, Ask, ClusterState, NodeInfo, Placed, PlaceResult, Unplaced
+from ._state import (
+    Alloc,
+    Ask,
+    ClusterState,
+    NodeInfo,
+    Placed,
+    PlaceResult,
+    Unplaced,
+    shares,
+)
 
-__all__ = ["Alloc", "Ask", "ClusterState", "NodeInfo", "PlaceResult", "Placed", "Unplaced", "place"]
+__all__ = [
+    "Alloc",
+    "Ask",
+    "ClusterState",
+    "NodeInfo",
+    "PlaceResult",
+    "Placed",
+    "Unplaced",
+    "place",
+    "shares",
+]

@@ -269,7 +269,12 @@ def _spread(work: Work, ask: Ask) -> list[Placed]:
     O(log values + log nodes), and an ask costs O(values + nodes already running the service),
     not O(all nodes).
     """
-    filtered = bool(ask.drivers) or any(c.op != "distinct_hosts" for c in ask.constraints)
+    filtered = (
+        bool(ask.drivers)
+        or bool(ask.host_paths)
+        or ask.privileged
+        or any(c.op != "distinct_hosts" for c in ask.constraints)
+    )
     nodes = work.state.nodes
     running = work.service_nodes(ask.service)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
-from ._state import Ask, ClusterState, NodeInfo, constraints_ok
+from ._state import Ask, ClusterState, NodeInfo, constraints_ok, missing_feature
 
 
 class Work(Protocol):
@@ -26,6 +26,9 @@ def _rejection(work: Work, node: NodeInfo, ask: Ask) -> str:
     missing = sorted(ask.drivers - node.drivers)
     if missing:
         return f"driver:{missing[0]}"
+    feature = missing_feature(node, ask)
+    if feature is not None:
+        return feature
     for constraint in ask.constraints:
         if constraint.op != "distinct_hosts" and not constraints_ok(node, _only(ask, constraint)):
             return f"constraint:{constraint}"
@@ -70,6 +73,18 @@ def _phrase(kind: str, ask: Ask, count: int | None) -> str:
 
 def _other(kind: str, count: int | None) -> str:
     head, _, detail = kind.partition(":")
+    if head == "privileged":
+        return (
+            "no node allows privileged containers (agent --allow-privileged)"
+            if count is None
+            else f"{count} do not allow privileged containers"
+        )
+    if head == "host_volume":
+        return (
+            f"no node shares the host path {detail} (agent --host-volume NAME=PATH)"
+            if count is None
+            else f"{count} do not share the host path {detail}"
+        )
     if head == "driver":
         return (
             f"no node has the {detail} driver"

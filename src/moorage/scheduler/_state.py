@@ -20,6 +20,8 @@ class NodeInfo:
     port_range: tuple[int, int] = (20000, 32000)
     eligible: bool = True
     drivers: frozenset[str] = frozenset({"process"})
+    host_volumes: tuple[str, ...] = ()  # directories the agent shares (`--host-volume`)
+    privileged: bool = False  # the agent runs privileged containers (`--allow-privileged`)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Ask:
     spread_attr: str | None = None
     drivers: frozenset[str] = frozenset()  # task drivers the node must offer (process, docker)
     prefer: Constraint | None = None  # nodes matching it are filled first (spot_preferred)
+    host_paths: tuple[str, ...] = ()  # node directories the task mounts (host volumes)
+    privileged: bool = False
 
 
 @dataclass
@@ -107,9 +111,24 @@ class ClusterState:
         return cls(by_name, cpu, mem, frozen, by_service)
 
 
+def shares(host_volumes: Iterable[str], path: str) -> bool:
+    """Whether one of the shared directories is `path` or a parent of it."""
+    return any(path == v or path.startswith(v.rstrip("/") + "/") for v in host_volumes)
+
+
+def missing_feature(node: NodeInfo, ask: Ask) -> str | None:
+    """What the ask needs that the node's agent does not offer: a host volume, privileges."""
+    for path in ask.host_paths:
+        if not shares(node.host_volumes, path):
+            return f"host_volume:{path}"
+    if ask.privileged and not node.privileged:
+        return "privileged"
+    return None
+
+
 def constraints_ok(node: NodeInfo, ask: Ask) -> bool:
     """The node offers the ask's drivers, and its attributes satisfy every constraint."""
-    if not ask.drivers <= node.drivers:
+    if not ask.drivers <= node.drivers or missing_feature(node, ask) is not None:
         return False
     for constraint in ask.constraints:
         if constraint.op == "distinct_hosts":

@@ -19,6 +19,10 @@ nothing else changes. Every agent keeps its `shared` volumes under one common
 `<root>/shared-volumes` (`--shared-volume-root`), as the nodes of a real cluster share an NFS
 export; `AgentSpec.args` adds options such as `--volume-lease 2s`. Everything the cluster created is removed by `stop()`: processes (by pid,
 and task processes by their working directory under `root`), namespaces, links.
+
+With `node_engines=True` as well, each node gets a Docker engine of its own inside its
+namespace (its agent's DOCKER_HOST; `docker_host(node)`), and the engines share an image
+registry on the bridge (`engines.registry`): see `moorage.testing.dockerd`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any
 import httpx
 import psutil
 
+from .dockerd import NodeEngines
 from .network import Network, NodeLink, netns_supported
 
 __all__ = [
@@ -207,10 +212,13 @@ class Cluster:
         agents: int | Sequence[AgentSpec] = 1,
         *,
         netns: bool = False,
+        node_engines: bool = False,
         server_args: Sequence[str] = (),
     ) -> None:
         self.root = root
+        assert netns or not node_engines, "node engines live in the nodes' namespaces: netns=True"
         self.network = Network() if netns else None
+        self.engines = NodeEngines(self.network, root) if self.network and node_engines else None
         try:
             self._setup(agent_memory, agents, server_args)
         except BaseException:
@@ -275,6 +283,7 @@ class Cluster:
         else:
             address, port, prefix = "127.0.0.1", free_port(), []
         self.addresses[spec.name] = address
+        env = {"DOCKER_HOST": self.engines.add(spec.name).host} if self.engines else None
         args = [
             *MOORAGE,
             "agent",
@@ -300,6 +309,7 @@ class Cluster:
         return Proc(
             [*args, *spec.args],
             self.root / f"agent{number}.log",
+            env=env,
             cwd=self.root,
             prefix=prefix,
         )
@@ -308,6 +318,8 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
         try:
+            if self.engines is not None:
+                self.engines.start()
             self.server.start()
             self.token = self.token_file.read_text().strip()
             self.http.close()
@@ -336,6 +348,8 @@ class Cluster:
         self._stopping.set()
         for agent in self.agents:
             agent.stop()
+        if self.engines is not None:  # with their containers, before task processes are hunted
+            self.engines.stop()
         self.server.stop()
         self.http.close()
         for client in self._nodes:
@@ -455,18 +469,28 @@ class Cluster:
         context.load_cert_chain(folder / "node.pem", folder / "node.key")
         return context
 
+    def docker_host(self, node: str) -> str:
+        """The DOCKER_HOST of the node's own engine (`node_engines=True`)."""
+        assert self.engines is not None, "docker_host needs Cluster(..., node_engines=True)"
+        return self.engines[node].host
+
     # ---- helpers ---------------------------------------------------------------------------
     def cli(
-        self, *args: str, input: str | None = None, check: bool = True
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `moorage ARGS` against this cluster."""
+        """Run `moorage ARGS` against this cluster (`env` on top: e.g. a node's DOCKER_HOST)."""
         result = subprocess.run(
             [*MOORAGE, *args],
             capture_output=True,
             text=True,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(env or {})},
             input=input,
-            timeout=60,
+            timeout=timeout,
             cwd=self.root,
         )
         if check and result.returncode != 0:

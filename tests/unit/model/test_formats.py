@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moorage.model import SpecError, not_yet_honoured
+from moorage.model import SpecError
 from moorage.model.compose import from_compose
 from moorage.model.ecs import from_ecs
 
@@ -75,18 +75,22 @@ def test_ecs_keys_that_would_change_behaviour_are_refused() -> None:
                 "name": "a",
                 "image": "x",
                 "memory": 8,
-                "privileged": True,
                 "dependsOn": [{"containerName": "b", "condition": "COMPLETE"}],
+                "linuxParameters": {"devices": [{"hostPath": "/dev/fuse"}]},
+                "dockerSecurityOptions": ["seccomp=unconfined"],
             }
         ],
-        "networkMode": "host",
+        "networkMode": "none",
+        "pidMode": "host",
     }
     with pytest.raises(SpecError) as caught:
         from_ecs(data)
     assert {e.field for e in caught.value.errors} == {
         "networkMode",
-        "containerDefinitions[0].privileged",
+        "pidMode",
         "containerDefinitions[0].dependsOn[0].condition",
+        "containerDefinitions[0].linuxParameters.devices",
+        "containerDefinitions[0].dockerSecurityOptions",
     }
 
 
@@ -125,7 +129,6 @@ def test_ecs_volumes_map_to_moorage_volumes() -> None:
     (notice,) = warnings
     assert notice.field == "volumes[0].dockerVolumeConfiguration.driver"
     assert "rexray/ebs" in notice.message and "shared volume driver" in notice.message
-    assert not_yet_honoured(spec) == []
     # one writer at a time: a single-writer volume takes one task
     with pytest.raises(SpecError) as exc:
         from_ecs(data, service="db", count=2)
@@ -135,11 +138,13 @@ def test_ecs_volumes_map_to_moorage_volumes() -> None:
     plain, warnings = from_ecs(data, service="db", count=2)
     assert warnings == []
     assert (plain.volumes["data"].driver, plain.volumes["data"].scope) == ("local", "task")
-    # a host path is recorded but refused at deploy, naming the field
-    data["volumes"] = [{"name": "data", "host": {"sourcePath": "/srv/data"}}]
+    # a host path is a host volume: placed only where an agent shares it
+    data["volumes"] = [{"name": "data", "host": {"sourcePath": "/srv/data/../data/"}}]
+    with pytest.raises(SpecError, match="without '\\.\\.'"):
+        from_ecs(data, service="db")
+    data["volumes"] = [{"name": "data", "host": {"sourcePath": "/srv//data/"}}]
     host, _ = from_ecs(data, service="db")
-    (blocker,) = not_yet_honoured(host)
-    assert blocker.field == "volumes.data.host_path" and "not supported" in blocker.message
+    assert host.volumes["data"].host_path == "/srv/data"
 
 
 COMPOSE = """
@@ -182,7 +187,8 @@ secrets:
 
 def test_compose_file_maps_services_in_dependency_order(tmp_path: Path) -> None:
     (tmp_path / "web.env").write_text("# comment\nFROM_FILE='yes'\nRAILS_ENV=development\n")
-    specs, depends, warnings = from_compose(COMPOSE, tmp_path)
+    loaded = from_compose(COMPOSE, tmp_path)
+    specs, depends, warnings = loaded.specs, loaded.depends, loaded.warnings
     assert [s.service for s in specs] == ["db", "api", "web"]
     assert depends == {"web": {"api": "started"}, "api": {"db": "healthy"}, "db": {}}
     db, api, web = specs
@@ -205,17 +211,26 @@ def test_compose_file_maps_services_in_dependency_order(tmp_path: Path) -> None:
     } <= fields
 
 
-def test_compose_build_and_bind_mounts_are_refused(tmp_path: Path) -> None:
-    text = "services:\n  app:\n    build: .\n    volumes: ['./src:/src']\n    privileged: true\n"
+def test_compose_refuses_what_it_cannot_run_naming_each_field(tmp_path: Path) -> None:
+    text = (
+        "services:\n  app:\n    image: x\n    volumes: ['./missing:/src', '../up:/up']\n"
+        "    pid: host\n    network_mode: none\n    devices: ['/dev/fuse']\n"
+        "    depends_on: {db: {condition: service_completed_successfully}}\n  db: {image: y}\n"
+    )
     with pytest.raises(SpecError) as caught:
         from_compose(text, tmp_path)
     messages = {e.field: e.message for e in caught.value.errors}
-    assert "push" in messages["services.app.build"]
     assert set(messages) == {
-        "services.app.build",
         "services.app.volumes[0]",
-        "services.app.privileged",
+        "services.app.volumes[1]",
+        "services.app.pid",
+        "services.app.network_mode",
+        "services.app.devices",
+        "services.app.depends_on.db.condition",
     }
+    assert "does not exist" in messages["services.app.volumes[0]"]
+    assert "outside the compose file's directory" in messages["services.app.volumes[1]"]
+    assert "docs/formats.md#" in messages["services.app.pid"]
 
 
 def test_compose_read_only_mounts_stay_read_only(tmp_path: Path) -> None:
@@ -231,7 +246,8 @@ services:
       - {type: volume, source: logs, target: /logs, read_only: false, volume: {nocopy: true}}
       - "spool:/spool:ro,z"
 """
-    [spec], _, warnings = from_compose(text, tmp_path)
+    loaded = from_compose(text, tmp_path)
+    [spec], warnings = loaded.specs, loaded.warnings
     mounts = [(m.volume, m.path, m.read_only) for m in spec.containers[0].mounts]
     assert mounts == [
         ("conf", "/etc/app", True),
@@ -242,13 +258,12 @@ services:
         ("spool", "/spool", True),
     ]
     assert set(spec.volumes) == {"conf", "data", "cache", "seed", "logs", "spool"}
-    messages = {(w.field, w.message) for w in warnings}
-    assert ("services.app.volumes[4].volume", "not supported, ignored") in messages
-    assert ("services.app.volumes[5]", "mount option 'z' is not supported, ignored") in messages
+    # nocopy: moorage never copies an image's files into a volume; z: an SELinux label
+    assert warnings == []
     bind = "services:\n  app:\n    image: x\n    volumes: [{type: bind, source: /s, target: /t}]\n"
-    with pytest.raises(SpecError) as caught:
-        from_compose(bind, tmp_path)
-    assert [e.field for e in caught.value.errors] == ["services.app.volumes[0]"]
+    [host] = from_compose(bind, tmp_path).specs
+    assert host.volumes["host-s"].host_path == "/s"
+    assert host.containers[0].mounts[0].path == "/t"
 
 
 def test_compose_dependency_cycle_is_refused(tmp_path: Path) -> None:

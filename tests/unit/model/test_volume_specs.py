@@ -10,8 +10,8 @@ import pytest
 
 from moorage.model import SpecError, parse_specs
 from moorage.model.compose import from_compose
+from moorage.model.runtime import size_mib
 from moorage.model.spec import volume_problems
-from moorage.model.taskdef import size_mib
 from moorage.model.volume import Volume
 
 
@@ -86,7 +86,8 @@ volumes:
   pgdata: {}
   cache: {driver: rexray/ebs}
 """
-    specs, _deps, warnings = from_compose(text, Path("."))
+    loaded = from_compose(text, Path("."))
+    specs, warnings = loaded.specs, loaded.warnings
     by_name = {s.service: s for s in specs}
     pg = by_name["db"].volumes["pgdata"]
     assert (pg.driver, pg.scope, pg.autoprovision) == ("local", "shared", True)

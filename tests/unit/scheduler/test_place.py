@@ -198,3 +198,31 @@ def test_spot_preferred_fills_spot_nodes_first_then_overflows() -> None:
     on_demand = Constraint.parse("lifecycle != spot")
     plan = place(ClusterState.build(nodes, []), [Ask("web", 6, 100, 256, constraints=(on_demand,))])
     assert {s.node for s in plan.placements[0]} == {"od1"} and plan.unplaced[0].count == 2
+
+
+def test_host_volumes_pin_a_task_to_the_nodes_that_share_the_path() -> None:
+    nodes = [
+        NodeInfo("plain", 4096, 4096),
+        NodeInfo("data", 4096, 4096, host_volumes=("/srv",)),
+        NodeInfo("prefix", 4096, 4096, host_volumes=("/srv-other",)),
+    ]
+    for strategy in ("binpack", "spread"):
+        ask = Ask("db", 3, 100, 64, host_paths=("/srv/pg",), strategy=strategy)  # type: ignore[arg-type]
+        plan = place(ClusterState.build(nodes, []), [ask])
+        assert {s.node for s in plan.placements[0]} == {"data"}, strategy
+    ask = Ask("db", 1, 100, 64, host_paths=("/var/lib/docker",))
+    plan = place(ClusterState.build(nodes, []), [ask])
+    assert plan.unplaced[0].reason == (
+        "no node shares the host path /var/lib/docker (agent --host-volume NAME=PATH)"
+    )
+
+
+def test_privileged_tasks_go_only_where_the_agent_allows_them() -> None:
+    nodes = [NodeInfo("locked", 4096, 4096), NodeInfo("open", 4096, 8, privileged=True)]
+    plan = place(ClusterState.build(nodes, []), [Ask("fuse", 1, 100, 64, privileged=True)])
+    assert plan.unplaced[0].reason == (
+        "no node fits: 1 lack memory (64 MiB), 1 do not allow privileged containers"
+    )
+    nodes[1] = NodeInfo("open", 4096, 4096, privileged=True)
+    plan = place(ClusterState.build(nodes, []), [Ask("fuse", 1, 100, 64, privileged=True)])
+    assert plan.placements[0][0].node == "open"
