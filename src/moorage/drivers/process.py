@@ -46,8 +46,9 @@ def expand(arg: str, env: dict[str, str]) -> str:
 
 # Runs inside `unshare --mount --propagation private`: bind each volume onto its path in the
 # child's own mount namespace (nothing leaks to the node's), then exec the command.
-MOUNT_SCRIPT = (
-    'set -e; while [ "$1" != -- ]; do mkdir -p -- "$2"; mount --bind "$1" "$2"; '
+MOUNT_SCRIPT = (  # a directory onto a directory, a file (a config) onto a file
+    'set -e; while [ "$1" != -- ]; do if [ -d "$1" ]; then mkdir -p -- "$2"; else '
+    'mkdir -p -- "$(dirname -- "$2")"; [ -e "$2" ] || : > "$2"; fi; mount --bind "$1" "$2"; '
     'if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi; shift 3; done; shift; exec "$@"'
 )
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
-from moorage.drivers.base import Driver, StartRequest, TaskHandle
+from moorage.drivers.base import BindMount, Driver, StartRequest, TaskHandle
 from moorage.drivers.docker import DockerDriver
 from moorage.drivers.errors import DriverError
 from moorage.drivers.process import ProcessDriver, detect_cgroups
@@ -121,6 +123,28 @@ async def test_stop_sends_sigterm_first(h: Harness) -> None:
     assert time.monotonic() - began < 4.0
     assert result.exit_code == 0
     await h.output(handle, "got TERM")
+
+
+async def test_stop_sends_the_stop_signal_when_one_is_set(h: Harness) -> None:
+    script = (
+        "trap 'echo got QUIT; exit 0' QUIT; trap '' TERM; echo up; while true; do sleep 0.1; done"
+    )
+    handle = await h.start(script, stop_signal="SIGQUIT")
+    await h.output(handle, "up")
+    began = time.monotonic()
+    result = await h.driver.stop(handle, 5.0)
+    assert time.monotonic() - began < 4.0 and result.exit_code == 0
+    await h.output(handle, "got QUIT")
+
+
+async def test_ulimits_reach_the_workload(h: Harness) -> None:
+    handle = await h.start(
+        'echo "files $(ulimit -n) $(ulimit -Hn)"',
+        ulimits={"nofile": {"soft": 321, "hard": 654}},
+    )
+    result = await asyncio.wait_for(h.driver.wait(handle), 15)
+    assert result.exit_code == 0
+    assert await h.output(handle, "files") == "files 321 654"
 
 
 async def test_stop_kills_after_the_timeout_when_sigterm_is_ignored(h: Harness) -> None:
@@ -251,3 +275,21 @@ async def test_stats_sample_a_running_workload(h: Harness) -> None:
     stats = await h.driver.stats(handle)
     assert stats.memory_bytes > 100_000
     assert stats.cpu_seconds > 0.2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
+async def test_process_sees_a_config_file_at_its_path(tmp_path: Path) -> None:
+    """A config is one file: bound onto a file at its path (a directory onto a directory)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("SKIPPED LOUDLY: unshare (util-linux) is missing")
+    source = tmp_path / "configs" / "file"
+    source.parent.mkdir()
+    source.write_text("worker_connections 64;\n")
+    target = tmp_path / "etc" / "app.conf"
+    driver = ProcessDriver()
+    request = request_for(tmp_path, ["cat", str(target)])
+    handle = await driver.start(replace(request, mounts=(BindMount(source, str(target), True),)))
+    result = await asyncio.wait_for(driver.wait(handle), 15)
+    assert result.exit_code == 0, driver.log_path(handle, "stderr").read_text()
+    assert driver.log_path(handle, "stdout").read_text() == "worker_connections 64;\n"
+    await driver.destroy(handle)
