@@ -116,7 +116,11 @@ services:
     logging: {{driver: json-file}}
 """)
     result = cluster.cli("compose", "up", "-f", str(compose))
-    assert "warning: services.db.logging: not supported, ignored" in result.stderr
+    assert (
+        "warning: services.db.logging: moorage keeps each task's logs itself (`moorage logs`)"
+        in result.stderr
+    )
+    assert "(see docs/formats.md#compose-service-keys)" in result.stderr
     lines = [line.split(":")[0] for line in result.stdout.splitlines() if ", count" in line]
     assert lines == ["db", "api", "web"]
     db = cluster.running("db")[0]

@@ -237,6 +237,9 @@ def test_cli_watch_prints_each_change(kv_cluster: Cluster, tmp_path: Path) -> No
             stderr=subprocess.STDOUT,
             env={**os.environ, **kv_cluster.env},
             cwd=kv_cluster.root,
+            # as in a terminal: a suite run in the background (no job control) would hand the
+            # watcher an ignored SIGINT, and Ctrl-C would then do nothing
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             deadline = time.monotonic() + 10

@@ -25,6 +25,17 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+RESET_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGCHLD,
+)
+
 
 class RotatingFile:
     """Append-only file that rotates to .1, .2 … when it exceeds max_bytes."""
@@ -121,6 +132,11 @@ def main(spec_path: str) -> int:
     def in_child() -> None:
         """Between fork and exec: join the memory cgroup while still root, then become the
         task's user (groups, gid, uid: in that order, or the later ones are not allowed)."""
+        # A task starts with every signal's default action, whatever the agent inherited: an
+        # agent started in the background by a shell without job control ignores SIGINT and
+        # SIGQUIT, and a shell script cannot trap a signal that was ignored when it started.
+        for number in RESET_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
         if cgroup:
             Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
         for number, soft, hard in rlimits:  # as root still: a hard limit may be raised
