@@ -22,6 +22,8 @@ import aiohttp
 
 from moorage.agent.agent import Agent
 from moorage.agent.config import AgentConfig
+from moorage.agent.hostvolumes import HostVolumeError
+from moorage.agent.hostvolumes import parse as parse_host_volumes
 from moorage.model import Unavailable
 
 if TYPE_CHECKING:
@@ -53,10 +55,12 @@ __all__ = [
     "AgentConfig",
     "DevConfig",
     "DnsConfig",
+    "HostVolumeError",
     "ServerConfig",
     "dev",
     "local_address",
     "node_name",
+    "parse_host_volumes",
     "run",
     "run_agent",
     "serve",

@@ -15,7 +15,6 @@ from .flags import (
     parse_addr,
     parse_attrs,
     parse_handlers,
-    parse_host_volumes,
     parse_influx,
     parse_interval,
     parse_retention,
@@ -485,3 +484,13 @@ def agent(
 
 
 COMMANDS = [dev, server, agent]
+
+
+def parse_host_volumes(values: tuple[str, ...], allow_docker_socket: bool) -> dict[str, str]:
+    """`--host-volume NAME=PATH` flags, checked on this machine (exit 2 naming the flag)."""
+    from moorage import daemon
+
+    try:
+        return daemon.parse_host_volumes(values, allow_docker_socket)
+    except daemon.HostVolumeError as exc:
+        raise SpecError([FieldError("host-volume", str(exc))]) from None

@@ -155,12 +155,3 @@ def node_access_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="Share a directory of this node with tasks that mount it or a path under it "
         "(repeatable).",
     )(f)
-
-
-def parse_host_volumes(values: tuple[str, ...], allow_docker_socket: bool) -> dict[str, str]:
-    from moorage.agent.hostvolumes import HostVolumeError, parse
-
-    try:
-        return parse(values, allow_docker_socket)
-    except HostVolumeError as exc:
-        raise SpecError([FieldError("host-volume", str(exc))]) from None

@@ -1,10 +1,12 @@
-"""State store engines behind one protocol (see `base.py`): SQLite now, etcd for HA later."""
+"""State store engines behind one protocol (see `base.py`): SQLite (`sqlite.py`), embedded, and
+etcd (`etcd.py`, the `etcd` extra) for several servers sharing one state."""
 
 from .base import (
     Compacted,
     Compare,
     Delete,
     Get,
+    Indeterminate,
     KeyValue,
     LeaseNotFound,
     Op,
@@ -13,6 +15,8 @@ from .base import (
     StoreClosed,
     StoreError,
     TxnResult,
+    TxnTooLarge,
+    Unavailable,
     WatchEvent,
 )
 
@@ -21,6 +25,7 @@ __all__ = [
     "Compare",
     "Delete",
     "Get",
+    "Indeterminate",
     "KeyValue",
     "LeaseNotFound",
     "Op",
@@ -29,5 +34,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "TxnResult",
+    "TxnTooLarge",
+    "Unavailable",
     "WatchEvent",
 ]

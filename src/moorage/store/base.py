@@ -25,7 +25,11 @@ class StoreError(Exception):
     StoreError
      ├── Compacted       watch/range from a revision that compaction removed (`.compact_revision`)
      ├── LeaseNotFound   keepalive/revoke/put with a lease that expired or never existed
-     └── StoreClosed     the store was closed (or its engine connection is gone for good)
+     ├── StoreClosed     the store was closed (or its engine connection is gone for good)
+     ├── Unavailable     no engine endpoint answered in time; nothing was done (also a ConnectionError)
+     ├── Indeterminate   a write went out but its answer never came: it may or may not have applied
+     ├── TxnTooLarge     a transaction over the engine's limits (etcd: ops per branch, request bytes)
+     └── etcd.EtcdError  etcd refused a request for another reason (`.code`: the gRPC status)
     """
 
 
@@ -44,6 +48,24 @@ class LeaseNotFound(StoreError):
 
 class StoreClosed(StoreError):
     pass
+
+
+class Unavailable(StoreError, ConnectionError):
+    """No endpoint of a networked engine answered within the call's deadline. A read or an
+    idempotent call was not done; a write was not sent. Also a ConnectionError, so loops that
+    retry on OSError (the state cache's watch) retry on it."""
+
+
+class Indeterminate(StoreError):
+    """A write reached an endpoint, then the connection failed before its answer: the engine
+    may or may not have applied it. Re-sending it blindly could apply it twice (two revisions,
+    a counter bumped twice), so the caller reads the keys again and decides."""
+
+
+class TxnTooLarge(StoreError):
+    """A transaction over the engine's limits (etcd: --max-txn-ops compares or ops in one
+    branch, --max-request-bytes per request). Nothing was sent: splitting it would lose its
+    atomicity, so only the caller may split it, where it knows what must stay together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +168,10 @@ class Store(Protocol):
         """Atomically: if every compare holds run `success`, else run `failure`.
 
         All writes of one transaction share one new revision, and are durable when it returns.
+        A branch that puts one key twice raises StoreError. etcd also refuses (StoreError) a
+        branch that puts a key one of its deletes covers, whichever branch runs, and fails a
+        `value` compare on a missing key: portable callers do neither. Networked engines may
+        raise Unavailable (nothing sent), Indeterminate (sent, answer lost) and TxnTooLarge.
         """
         ...
 

@@ -8,24 +8,52 @@ an etcd engine fits without touching the tests:
 * lease time goes through the `clock` fixture: engines that accept a clock get it and time moves
   only when a test calls `await clock.advance(s)`; an engine that keeps its own time (etcd)
   calls `clock.real_time()` in its branch, and `advance` then really sleeps;
-* an engine shared between tests must start each test empty (etcd: delete the "" prefix).
+* an engine shared between tests must start each test empty (etcd: each test gets a fresh
+  namespace, `/t-<uuid>`, on one etcd member started for the session).
 
-etcd would arrive as `pytest.param("etcd", marks=pytest.mark.etcd)`.
+etcd needs `/usr/bin/etcd` (Debian's etcd-server): without it its tests skip, loudly, unless
+MOORAGE_REQUIRE_PEERS=1 (CI), where a missing etcd is an error.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from moorage.store import Store
+from moorage.store.etcd import EtcdStore
 from moorage.store.sqlite import SqliteStore
+from moorage.testing.etcd import EtcdServer, etcd_supported
 from moorage.testing.memstore import MemoryStore
 
-ENGINES = ["memory", "sqlite-file"]
+ENGINES = ["memory", "sqlite-file", pytest.param("etcd", marks=pytest.mark.etcd)]
+
+
+def require_etcd() -> None:
+    """Skip loudly without etcd; with MOORAGE_REQUIRE_PEERS=1 (CI) fail instead."""
+    why = etcd_supported()
+    if why is not None:
+        if os.environ.get("MOORAGE_REQUIRE_PEERS") == "1":
+            pytest.fail(f"MOORAGE_REQUIRE_PEERS=1 but {why}")
+        pytest.skip(f"SKIPPED LOUDLY: {why} (CI runs these with etcd)")
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """One etcd member for the session; tests keep apart by namespace (`etcd_namespace`)."""
+    require_etcd()
+    with EtcdServer(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+@pytest.fixture
+def etcd_namespace() -> str:
+    return f"/t-{uuid.uuid4().hex}"
 
 
 class LeaseClock:
@@ -64,6 +92,11 @@ async def store(
         opened = await SqliteStore.open(
             tmp_path / "store.db", history_limit=10_000, lease_check_interval=0.01, clock=clock
         )
+    elif request.param == "etcd":
+        clock.real_time()  # etcd keeps its own lease time
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        namespace: str = request.getfixturevalue("etcd_namespace")
+        opened = await EtcdStore.open([server.endpoint], namespace=namespace)
     else:  # pragma: no cover - a param without a branch
         raise AssertionError(f"unknown engine {request.param!r}")
     assert isinstance(opened, Store)
