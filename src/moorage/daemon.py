@@ -57,6 +57,7 @@ __all__ = [
     "DnsConfig",
     "HostVolumeError",
     "ServerConfig",
+    "check_store_url",
     "dev",
     "local_address",
     "node_name",
@@ -67,6 +68,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("moorage")
+
+
+def check_store_url(url: str) -> None:
+    """Raise ValueError naming what is wrong with a `--store` URL (before anything starts)."""
+    from moorage.store.etcd import parse_url
+
+    parse_url(url)
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,14 @@ def dev(
     show_default=True,
     help="How often the leader evaluates the alert rules.",
 )
+@click.option(
+    "--store",
+    envvar="MOORAGE_STORE",
+    default=None,
+    metavar="URL",
+    help="Keep the state in etcd: etcd://h1:2379,h2:2379/NAMESPACE (etcds://…?ca=&cert=&key= "
+    "for TLS); default: SQLite in the data dir.",
+)
 def server(
     data_dir: str,
     http_addr: str,
@@ -291,9 +299,16 @@ def server(
     metrics_rollup_retention: str,
     alert_rules: str | None,
     alert_interval: str,
+    store: str | None,
 ) -> None:
     """Run a server: API, state store, control loops, DNS."""
     from moorage import daemon
+
+    if store is not None:
+        try:
+            daemon.check_store_url(store)
+        except ValueError as exc:
+            raise SpecError([FieldError("store", str(exc))]) from None
 
     dns = daemon.DnsConfig.from_options(
         parse_addr(dns_addr, "dns-addr"), dns_domain, dns_alt_domain, dns_ttl, dns_recursors
@@ -315,6 +330,7 @@ def server(
         alert_interval=max(parse_interval(alert_interval, "alert-interval"), 1.0),
         metrics_retention=raw_retention,
         metrics_rollup_retention=rollup_retention,
+        store=store,
     )
     daemon.run(lambda: daemon.serve(config, lambda line: click.echo(line)))
 

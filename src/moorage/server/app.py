@@ -37,7 +37,7 @@ from moorage.ops.alerts import load_rules_file
 from moorage.ops.identity import Identities
 from moorage.pki.certs import write_private
 from moorage.state import StateCache, StateWriter
-from moorage.store import Store
+from moorage.store import Store, StoreError
 from moorage.store.sqlite import SqliteStore
 
 from .acl import AclGuard
@@ -69,6 +69,22 @@ class ServerConfig:
     tls: TlsMode = "auto"  # the users' port: HTTPS beyond loopback
     insecure: bool = False  # serve beyond loopback without ACLs or TLS (protected mode off)
     tls_sans: tuple[str, ...] = ()  # more names for the server certificate (`--tls-san`)
+    # `--store etcd://h1:2379,h2:2379/namespace`: the state in etcd (moorage.store.etcd);
+    # None: SQLite in the data dir
+    store: str | None = None
+
+
+async def open_store(config: ServerConfig) -> Store:
+    """The state store: etcd when `--store` names it (loaded only then: an etcd client is
+    grpc), else SQLite under the data dir."""
+    if config.store is None:
+        return await SqliteStore.open(config.data_dir / "state.db")
+    from moorage.store.etcd import EtcdStore
+
+    try:
+        return await EtcdStore.from_url(config.store)
+    except StoreError as exc:
+        raise Unavailable(f"the state store (--store): {exc}") from None
 
 
 class Server:
@@ -96,7 +112,7 @@ class Server:
         check_protected_mode(*config.http_addr, config.acl, self.api_tls, config.insecure)
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         config.data_dir.chmod(0o700)
-        store = await SqliteStore.open(config.data_dir / "state.db")
+        store = await open_store(config)
         self.store = store
         try:
             self.metrics = self.open_metrics()
