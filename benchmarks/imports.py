@@ -8,7 +8,8 @@
 Prints one JSON line per figure:
 
     import_accepted_ratio   files that import (warnings are fine) / all files; params {format}:
-                            all, compose, ecs; `goal` is the ratio EXPECTED.json allows
+                            all, compose, ecs; `goal` 0.9 (the issue's), `expected` the ratio
+                            EXPECTED.json's refusals leave
     import_ms_p50 / _p99    one file's import, in-process, over every file, --repeat runs each
     import_refused          the refused files, each with its first error (field path, message)
     cli_validate_ms_p50     labelled `cli`: `moorage validate -f FILE` as a subprocess (process
@@ -38,6 +39,7 @@ from moorage.model import SpecError
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "fixtures" / "imports"
+GOAL = 0.9  # import_accepted_ratio: the rest refused with one precise reason each
 
 
 @dataclass
@@ -157,7 +159,10 @@ def report(outcomes: list[Outcome], expected: dict[str, Any], repeat: int) -> No
             len(accepted) / len(chosen),
             "ratio",
             {"format": kind, "files": len(chosen)},
-            goal=round(len(wanted) / len(chosen), 4) if kind != "all" else round(allowed, 4),
+            # the goal; `expected`: the share EXPECTED.json's refusals leave (the corpus
+            # and the importers agree when value == expected)
+            goal=GOAL,
+            expected=round(len(wanted) / len(chosen), 4) if kind != "all" else round(allowed, 4),
         )
     times = [t for o in outcomes if o.error is None for t in o.times_ms]
     params = {"files": sum(1 for o in outcomes if o.error is None), "repeat": repeat}
