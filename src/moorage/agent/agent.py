@@ -150,11 +150,7 @@ class Agent:
         tls = NodeTls(self.data_dir, self.name, self.addresses(), token, self.config.ca_cert)
         await tls.ensure(servers)
         assert tls.client is not None
-        # A burst of reports (twenty tasks starting) reuses a few kept-alive connections
-        # instead of opening one each: every new one is a mutual-TLS handshake on both ends
-        # (benchmarks/start_latency.py: p50 0.19-0.24 s capped, 0.22-0.30 s not). Three long
-        # polls (tasks, registrations, user events) hold one apiece; the rest queue briefly.
-        connector = aiohttp.TCPConnector(ssl=tls.client, limit_per_host=10)
+        connector = aiohttp.TCPConnector(ssl=tls.client)
         # each call sets its own total (blocking queries wait longer); this is the default
         timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
