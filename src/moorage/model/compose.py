@@ -20,10 +20,11 @@ import yaml
 
 from . import compose_parts as parts
 from .errors import FieldError, SpecError
-from .import_keys import COMPOSE_DEPLOY, COMPOSE_SERVICE, COMPOSE_TOP, Key, docs_ref, warning_text
+from .import_keys import COMPOSE_SERVICE, COMPOSE_TOP, docs_ref
 from .service import ServiceSpec
 from .spec import validate_body
 
+UNKNOWN = "not a compose key, ignored"
 CONDITIONS = {"service_started": "started", "service_healthy": "healthy"}
 HANDLED_TOP = {"services", "volumes", "configs", "secrets", "name", "networks", "version"}
 HANDLED_DEPLOY = {"replicas", "resources", "restart_policy"}
@@ -69,33 +70,6 @@ def default_image(build: Build) -> str:
     return f"{build.repository}:latest"
 
 
-def _keys(
-    raw: dict[str, Any],
-    table: dict[str, Key],
-    handled: set[str],
-    name: str,
-    at: str,
-    warnings: list[FieldError],
-    errors: list[FieldError],
-) -> None:
-    for key, value in raw.items():
-        if str(key).startswith("x-") or absent(value):
-            continue  # extension fields: compose ignores them, so does moorage
-        where = f"{at}.{key}" if at else str(key)
-        entry = table.get(str(key))
-        if entry is None:
-            warnings.append(FieldError(where, "not a compose key, ignored"))
-        elif entry.treatment == "refused":
-            errors.append(FieldError(where, warning_text(name, str(key))))
-        elif entry.treatment == "ignored" or key not in handled:
-            warnings.append(FieldError(where, warning_text(name, str(key))))
-
-
-def absent(value: Any) -> bool:
-    """An empty value says nothing (`devices: []`, `privileged: false`): as if not given."""
-    return value is None or value is False or value == "" or value == [] or value == {}
-
-
 def from_compose(text: str, base_dir: Path, image_for: ImageNamer | None = None) -> Compose:
     """Specs in dependency order, each service's dependencies {service: condition}, the
     builds to run first, warnings."""
@@ -111,7 +85,7 @@ def from_compose(text: str, base_dir: Path, image_for: ImageNamer | None = None)
         raise SpecError([FieldError("services", "a compose file needs a `services:` mapping")])
     warnings: list[FieldError] = []
     errors: list[FieldError] = []
-    _keys(data, COMPOSE_TOP, HANDLED_TOP, "compose-top", "", warnings, errors)
+    parts.account_keys(data, "compose-top", HANDLED_TOP, "", warnings, errors, UNKNOWN)
     if "networks" in data:
         warnings.append(FieldError("networks", COMPOSE_TOP["networks"].why))
     project = parts.dns(str(data.get("name") or base_dir.resolve().name))
@@ -186,7 +160,7 @@ class _Context:
         self, name: str, raw: dict[str, Any], at: str
     ) -> tuple[dict[str, Any], dict[str, str]]:
         warnings, errors = self.warnings, self.errors
-        _keys(raw, COMPOSE_SERVICE, HANDLED_SERVICE, "compose-service", at, warnings, errors)
+        parts.account_keys(raw, "compose-service", HANDLED_SERVICE, at, warnings, errors, UNKNOWN)
         container: dict[str, Any] = {"name": "app"}
         body: dict[str, Any] = {"service": parts.dns(name), "containers": [container]}
         if "build" in raw:
@@ -428,7 +402,7 @@ class _Context:
         errors = self.errors
         deploy = raw.get("deploy") or {}
         where = f"{at}.deploy"
-        _keys(deploy, COMPOSE_DEPLOY, HANDLED_DEPLOY, "compose-deploy", where, *_wl(self))
+        parts.account_keys(deploy, "compose-deploy", HANDLED_DEPLOY, where, *_wl(self), UNKNOWN)
         if "replicas" in deploy or "scale" in raw:
             body["count"] = deploy.get("replicas", raw.get("scale"))
         resources = deploy.get("resources") or {}

@@ -15,9 +15,40 @@ from typing import Any
 
 from .configs import CONFIG_BYTES, CONFIG_FILES
 from .errors import FieldError
+from .import_keys import TABLES, warning_text
 
 UNITS = {"b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
 MAX_PORT_RANGE = 100
+
+
+def absent(value: Any) -> bool:
+    """An empty value says nothing (`devices: []`, `privileged: false`): as if not given."""
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def account_keys(
+    raw: dict[str, Any],
+    table: str,
+    handled: set[str],
+    at: str,
+    warnings: list[FieldError],
+    errors: list[FieldError],
+    unknown: str,
+) -> None:
+    """Every key of `raw` against its import table (import_keys, docs/formats.md): refused keys
+    are errors, ignored ones warnings naming the docs table; mapped keys are the caller's
+    (`handled`). Compose's `x-*` extension fields and empty values are skipped."""
+    for key, value in raw.items():
+        if str(key).startswith("x-") or absent(value):
+            continue
+        where = f"{at}.{key}" if at else str(key)
+        entry = TABLES[table].get(str(key))
+        if entry is None:
+            warnings.append(FieldError(where, unknown))
+        elif entry.treatment == "refused":
+            errors.append(FieldError(where, warning_text(table, str(key))))
+        elif entry.treatment == "ignored" or key not in handled:
+            warnings.append(FieldError(where, warning_text(table, str(key))))
 
 
 def dns(name: str) -> str:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .compose import absent
+from .compose_parts import account_keys, dns
 from .errors import FieldError, SpecError
-from .import_keys import ECS_CONTAINER, ECS_LINUX_PARAMETERS, ECS_TASK, Key, warning_text
+from .import_keys import ECS_CONTAINER
 from .service import ServiceSpec
 from .spec import validate_body
 
@@ -31,39 +31,14 @@ HANDLED_CONTAINER = {
     *("extraHosts", "links"),
 }
 HANDLED_LINUX = {"capabilities", "initProcessEnabled", "sharedMemorySize", "tmpfs"}
+UNKNOWN = "not an ECS task definition field, ignored"
 DEPENDS = {"START": "started", "HEALTHY": "healthy"}
 DEFAULT_CPU = 100
 MODES = ("bridge", "awsvpc", "host", "default")
 
 
-def _dns(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-") or "app"
-
-
 def _seconds(value: Any) -> str:
     return f"{value}s"
-
-
-def _keys(
-    raw: dict[str, Any],
-    table: dict[str, Key],
-    handled: set[str],
-    name: str,
-    at: str,
-    warnings: list[FieldError],
-    errors: list[FieldError],
-) -> None:
-    for key, value in raw.items():
-        if absent(value):
-            continue  # describe-task-definition prints `"volumesFrom": []` on every container
-        where = f"{at}.{key}" if at else str(key)
-        entry = table.get(str(key))
-        if entry is None:
-            warnings.append(FieldError(where, "not an ECS task definition field, ignored"))
-        elif entry.treatment == "refused":
-            errors.append(FieldError(where, warning_text(name, str(key))))
-        elif entry.treatment == "ignored" or key not in handled:
-            warnings.append(FieldError(where, warning_text(name, str(key))))
 
 
 def task_units(value: Any, unit: str) -> int | None:
@@ -93,7 +68,7 @@ def from_ecs(
         task = data
     else:
         raise SpecError([FieldError("", "an ECS task definition is a JSON object or a list")])
-    _keys(task, ECS_TASK, HANDLED_TASK, "ecs-task", "", warnings, errors)
+    account_keys(task, "ecs-task", HANDLED_TASK, "", warnings, errors, UNKNOWN)
     mode = str(task.get("networkMode") or "bridge")
     if mode not in MODES:
         errors.append(
@@ -120,7 +95,7 @@ def from_ecs(
     volumes = _volumes(task.get("volumes") or [], warnings, errors)
     if errors:
         raise SpecError(errors)
-    name = service or _dns(str(task.get("family") or containers[0]["name"]))
+    name = service or dns(str(task.get("family") or containers[0]["name"]))
     body: dict[str, Any] = {"service": name, "containers": containers, "volumes": volumes}
     if count is not None:
         body["count"] = count
@@ -165,11 +140,11 @@ def _share_task_resources(
 def _container(
     raw: dict[str, Any], at: str, mode: str, warnings: list[FieldError], errors: list[FieldError]
 ) -> dict[str, Any]:
-    _keys(raw, ECS_CONTAINER, HANDLED_CONTAINER, "ecs-container", at, warnings, errors)
+    account_keys(raw, "ecs-container", HANDLED_CONTAINER, at, warnings, errors, UNKNOWN)
     name = str(raw.get("name") or "")
-    out: dict[str, Any] = {"name": _dns(name)}
-    if _dns(name) != name:
-        warnings.append(FieldError(f"{at}.name", f"{name!r} is named {_dns(name)!r} here"))
+    out: dict[str, Any] = {"name": dns(name)}
+    if dns(name) != name:
+        warnings.append(FieldError(f"{at}.name", f"{name!r} is named {dns(name)!r} here"))
     for source, target in (
         ("image", "image"),
         ("command", "command"),
@@ -207,7 +182,7 @@ def _container(
     out["ports"] = _ports(raw, at, mode, warnings, errors)
     out["mounts"] = [
         {
-            "volume": _dns(str(m.get("sourceVolume", ""))),
+            "volume": dns(str(m.get("sourceVolume", ""))),
             "path": m.get("containerPath"),
             "read_only": bool(m.get("readOnly", False)),
         }
@@ -267,7 +242,7 @@ def secret_name(value_from: str) -> tuple[str, str]:
         rest = value_from.split(":secret:", 1)[1].split(":")
         base = re.sub(r"-[A-Za-z0-9]{6}$", "", rest[0]).rsplit("/", 1)[-1]
         key = rest[1] if len(rest) > 1 else ""
-        name = _dns(f"{base}-{key}" if key else base) if base else ""
+        name = dns(f"{base}-{key}" if key else base) if base else ""
         if not name:
             return "", f"{value_from!r} names no secret"
         if key:
@@ -287,7 +262,7 @@ def _ports(
             errors.append(FieldError(f"{at}.portMappings[{j}].containerPort", "is required"))
             continue
         port: dict[str, Any] = {
-            "name": _dns(str(mapping.get("name") or f"p{inside}")),
+            "name": dns(str(mapping.get("name") or f"p{inside}")),
             "container": inside,
             "protocol": mapping.get("protocol", "tcp"),
         }
@@ -312,7 +287,7 @@ def _linux(
     warnings: list[FieldError],
     errors: list[FieldError],
 ) -> None:
-    _keys(raw, ECS_LINUX_PARAMETERS, HANDLED_LINUX, "ecs-linux-parameters", at, warnings, errors)
+    account_keys(raw, "ecs-linux-parameters", HANDLED_LINUX, at, warnings, errors, UNKNOWN)
     capabilities = raw.get("capabilities") or {}
     out["cap_add"] = list(capabilities.get("add") or [])
     out["cap_drop"] = list(capabilities.get("drop") or [])
@@ -375,5 +350,5 @@ def _volumes(
         for key in volume:
             if key not in ("name", "dockerVolumeConfiguration", "host", "efsVolumeConfiguration"):
                 warnings.append(FieldError(f"{at}.{key}", "not supported, ignored"))
-        volumes[_dns(str(volume["name"]))] = spec
+        volumes[dns(str(volume["name"]))] = spec
     return volumes
